@@ -1,0 +1,1 @@
+"""`python -m evals`: task metrics with CIs, LLM-eval suites, bias audit and the release gate."""

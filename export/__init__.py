@@ -1,0 +1,1 @@
+"""`python -m export`: merge adapters, parity checks, ONNX and TFLite edge builds, vLLM recipes."""

@@ -1,0 +1,1 @@
+"""`python -m governance`: model cards, lineage, DP plan, signed release manifests and verification."""

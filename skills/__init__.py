@@ -1,0 +1,1 @@
+"""EmbedSkill and ReasonerSkill: pydantic contracts, backends (vllm / local / tflite) and failover."""

@@ -1,0 +1,1 @@
+"""`python -m trainer`: config-driven LoRA/QLoRA fine-tuning with a dataset registry and provenance."""

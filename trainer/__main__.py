@@ -1,0 +1,173 @@
+"""`python -m trainer`: train a LoRA/QLoRA adapter (the default action), manage datasets, verify adapters.
+
+    python -m trainer --config configs/demo_lora.yaml --max_steps 5
+    python -m trainer data generate-demo --output_dir out/demo-data
+    python -m trainer data register demo-screening@1 --train out/demo-data/train.jsonl ... --license CC0-1.0 \
+        --deid-attestation "synthetic data, no real patients" --patient-id-column patient_id
+    python -m trainer data list | show REF | verify REF
+    python -m trainer verify out/adapters/screening-lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from hai_tools.errors import HaiError
+
+console = Console(stderr=True)
+
+
+def _env_defaults() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("USE_TF", "0")  # datasets and transformers would import TensorFlow (slow) otherwise
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from trainer.config import add_config_flags
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train a LoRA/QLoRA adapter on a registered dataset. Other actions: `data ...` "
+        "(dataset registry) and `verify PATH` (recheck an adapter's manifest).",
+        epilog="Flags override the --config file, which overrides the defaults shown.",
+    )
+    add_config_flags(parser)
+    return parser
+
+
+def _data_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer data", description="The dataset registry.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    reg = sub.add_parser("register", help="register split files or a `datasets` folder as name@version")
+    reg.add_argument("ref", help="name@version")
+    for split in ("train", "validation", "test"):
+        reg.add_argument(f"--{split}", type=Path, help=f"{split} split file (JSONL, CSV or Parquet)")
+    reg.add_argument("--folder", type=Path, help="a `datasets` save_to_disk folder instead of split files")
+    reg.add_argument("--license", required=True)
+    reg.add_argument("--deid-attestation", help="who attests the data is de-identified, and how")
+    reg.add_argument("--deid-waiver", help="reason no de-identification is needed (recorded in the registry)")
+    reg.add_argument("--patient-id-column", help="refuse splits that share a value of this column")
+    reg.add_argument("--description", default="")
+    sub.add_parser("list", help="registered datasets")
+    show = sub.add_parser("show", help="one dataset's record as JSON")
+    show.add_argument("ref")
+    ver = sub.add_parser("verify", help="re-hash a dataset's files")
+    ver.add_argument("ref")
+    gen = sub.add_parser("generate-demo", help="write the synthetic developmental-screening dataset")
+    gen.add_argument("--output_dir", type=Path, required=True)
+    gen.add_argument("--n_patients", type=int, default=300)
+    gen.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _data(argv: list[str]) -> int:
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.base import parse_ref
+    from hai_tools.registry.datasets import register_dataset, verify_dataset
+
+    args = _data_parser().parse_args(argv)
+    if args.action == "generate-demo":
+        from hai_tools.demo_data import write_demo_dataset
+
+        files = write_demo_dataset(args.output_dir, args.n_patients, args.seed)
+        for split, path in files.items():
+            print(f"{split}\t{path}")
+        return 0
+    store = open_registry()
+    if args.action == "register":
+        files = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
+        record = register_dataset(
+            store,
+            args.ref,
+            files=files or None,
+            folder=args.folder,
+            license=args.license,
+            deid_attestation=args.deid_attestation,
+            deid_waiver=args.deid_waiver,
+            patient_id_column=args.patient_id_column,
+            description=args.description,
+        )
+        print(
+            f"registered {record.ref} {record.content_hash} "
+            + " ".join(f"{k}={v}" for k, v in record.splits.items())
+        )
+    elif args.action == "list":
+        table = Table("dataset", "splits", "license", "de-id", "content hash")
+        for rec in store.list_datasets():
+            deid = "attested" if rec.deid_attestation else "WAIVED"
+            table.add_row(
+                rec.ref,
+                " ".join(f"{k}={v}" for k, v in rec.splits.items()),
+                rec.license,
+                deid,
+                rec.content_hash[:19],
+            )
+        Console().print(table)
+    elif args.action == "show":
+        shown = store.get_dataset(*parse_ref(args.ref))
+        assert shown is not None
+        print(shown.model_dump_json(indent=2))
+    elif args.action == "verify":
+        record = verify_dataset(store, args.ref)
+        print(f"ok {record.ref}: {len(record.files)} file(s) match their registered sha256")
+    return 0
+
+
+def _verify(argv: list[str]) -> int:
+    from hai_tools.manifest import verify_artifact
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer verify", description="Recheck an artifact's hashes."
+    )
+    parser.add_argument("path", type=Path)
+    args = parser.parse_args(argv)
+    manifest = verify_artifact(args.path)
+    print(
+        f"ok {manifest.kind} '{manifest.name}' {manifest.content_hash}: {len(manifest.files)} files verified"
+    )
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    from trainer.config import load_config
+    from trainer.train import train
+
+    config = load_config(_train_parser().parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = train(config)
+    print(f"adapter:  {out}")
+    print(f"manifest: {out / 'manifest.json'}")
+    print(f"card:     {out / 'README.md'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    _env_defaults()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "data":
+            return _data(argv[1:])
+        if argv and argv[0] == "verify":
+            return _verify(argv[1:])
+        return _train(argv)
+    except HaiError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print(
+            "interrupted: no adapter written; rerun with --resume to continue from the last checkpoint"
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
