@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hai_tools.errors import ConfigError
+from hai_tools.errors import ConfigError, RegistryError
 from hai_tools.models import EMBEDDED_REASONER
 from hai_tools.registry.base import check_name
 
@@ -72,7 +72,10 @@ class TrainConfig(BaseModel):
     @field_validator("adapter_name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_name("adapter_name", value)
+        try:
+            return check_name("adapter_name", value)
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("target_modules")
     @classmethod

@@ -218,7 +218,6 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             weight_decay=config.weight_decay,
             max_length=config.max_length,
             completion_only_loss=True,
-            gradient_checkpointing=config.gradient_checkpointing,
             eval_strategy="steps" if eval_data is not None else "no",
             eval_steps=config.eval_steps,
             save_strategy="steps",
@@ -234,6 +233,7 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             fp16=False,
             use_cpu=not _has_cuda(),
             dataset_num_proc=None,
+            **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
         )
 
         class _LogToFile(TrainerCallback):

@@ -1,0 +1,94 @@
+"""Shared fixtures: an isolated HAI_HOME per test session, the demo dataset registered in it, and a tiny
+random Gemma-3 model with a small BPE tokenizer built in seconds (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hai_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session gets its own registry and runs; materialised models stay in the user's cache
+    (HAI_MODELS), so the 270M model is dequantised once per machine, not once per run."""
+    home = tmp_path_factory.mktemp("hai-home")
+    if "HAI_MODELS" not in os.environ:
+        from hai_tools.settings import models_dir
+
+        os.environ["HAI_MODELS"] = str(models_dir())
+    os.environ["HAI_HOME"] = str(home)
+    os.environ.pop("HAI_REGISTRY", None)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from hai_tools.demo_data import write_demo_dataset
+
+    return write_demo_dataset(tmp_path_factory.mktemp("demo") / "data", n_patients=60, seed=3)
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(hai_home: Path, demo_files: dict[str, Path]) -> str:
+    """The demo data registered as demo-screening@1 in the session's registry."""
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import register_dataset
+
+    record = register_dataset(
+        open_registry(),
+        "demo-screening@1",
+        files=demo_files,
+        license="CC0-1.0",
+        deid_attestation="synthetic test data",
+        patient_id_column="patient_id",
+    )
+    return record.ref
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_files: dict[str, Path]) -> Path:
+    """A 2-layer Gemma-3 causal LM (random weights, one KV head like the 270M) with a 400-token BPE
+    tokenizer trained on the demo data and Gemma's chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    from hai_tools.models import gemma_chat_template
+
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    texts = [line for path in demo_files.values() for line in path.read_text().splitlines()]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    tokenizer.chat_template = gemma_chat_template()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=1024,
+        sliding_window=128,
+        layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,66 @@
+"""Artifact manifests: written with every file's hash, verified on load, published atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hai_tools.errors import ManifestError
+from hai_tools.manifest import Manifest, atomic_folder, verify_artifact, write_manifest
+
+
+def _artifact(folder: Path) -> Manifest:
+    with atomic_folder(folder) as tmp:
+        (tmp / "weights.bin").write_bytes(b"\x00\x01\x02" * 100)
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "config.json").write_text("{}")
+        manifest = write_manifest(tmp, Manifest(kind="adapter", name="x"))
+    return manifest
+
+
+def test_written_artifact_verifies(tmp_path: Path) -> None:
+    manifest = _artifact(tmp_path / "a")
+    assert set(manifest.files) == {"weights.bin", "sub/config.json"}
+    assert verify_artifact(tmp_path / "a", kind="adapter").content_hash == manifest.content_hash
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "add"])
+def test_any_change_fails_verification(tmp_path: Path, damage: str) -> None:
+    folder = tmp_path / "a"
+    _artifact(folder)
+    if damage == "flip":
+        data = bytearray((folder / "weights.bin").read_bytes())
+        data[10] ^= 0xFF
+        (folder / "weights.bin").write_bytes(bytes(data))
+    elif damage == "delete":
+        (folder / "sub" / "config.json").unlink()
+    else:
+        (folder / "extra.txt").write_text("unrecorded")
+    with pytest.raises(ManifestError, match="fails verification"):
+        verify_artifact(folder)
+
+
+def test_wrong_kind_and_missing_manifest_are_refused(tmp_path: Path) -> None:
+    _artifact(tmp_path / "a")
+    with pytest.raises(ManifestError, match="expected 'merged_model'"):
+        verify_artifact(tmp_path / "a", kind="merged_model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match=r"no manifest\.json"):
+        verify_artifact(tmp_path / "empty")
+
+
+def test_failed_write_leaves_no_folder(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "a") as tmp:
+        (tmp / "half.bin").write_bytes(b"partial")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rewrite_keeps_previous_artifact(tmp_path: Path) -> None:
+    first = _artifact(tmp_path / "a")
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "a") as tmp:
+        (tmp / "other.bin").write_bytes(b"new")
+        raise RuntimeError("killed")
+    assert verify_artifact(tmp_path / "a").content_hash == first.content_hash
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
