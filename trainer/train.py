@@ -205,6 +205,8 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             modules_to_save=config.modules_to_save or None,
             use_dora=config.use_dora,
         )
+        # passed only when on: transformers 5 warns that the name is deprecated whenever it is given
+        optional: dict[str, Any] = {"gradient_checkpointing": True} if config.gradient_checkpointing else {}
         args = SFTConfig(
             output_dir=str(run_dir / "checkpoints"),
             num_train_epochs=config.num_train_epochs,
@@ -233,7 +235,7 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             fp16=False,
             use_cpu=not _has_cuda(),
             dataset_num_proc=None,
-            **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+            **optional,
         )
 
         class _LogToFile(TrainerCallback):
