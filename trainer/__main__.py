@@ -11,24 +11,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from hai_tools.errors import HaiError
-
-console = Console(stderr=True)
-
-
-def _env_defaults() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("USE_TF", "0")  # datasets and transformers would import TensorFlow (slow) otherwise
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from hai_tools.cli import run_cli
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -142,7 +131,6 @@ def _train(argv: list[str]) -> int:
     from trainer.train import train
 
     config = load_config(_train_parser().parse_args(argv))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = train(config)
     print(f"adapter:  {out}")
     print(f"manifest: {out / 'manifest.json'}")
@@ -150,23 +138,20 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "data":
+        return _data(argv[1:])
+    if argv and argv[0] == "verify":
+        return _verify(argv[1:])
+    return _train(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    _env_defaults()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] == "data":
-            return _data(argv[1:])
-        if argv and argv[0] == "verify":
-            return _verify(argv[1:])
-        return _train(argv)
-    except HaiError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        console.print(
-            "interrupted: no adapter written; rerun with --resume to continue from the last checkpoint"
-        )
-        return 130
+    return run_cli(
+        _dispatch,
+        list(sys.argv[1:] if argv is None else argv),
+        interrupted="interrupted: no adapter written; rerun with --resume to continue from the last checkpoint",
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from hai_tools.manifest import (
     library_versions,
     write_manifest,
 )
-from hai_tools.models import BaseModelRef, gemma_chat_template, resolve_base_model
+from hai_tools.models import BaseModelRef, check_architecture, gemma_chat_template, resolve_base_model
 from hai_tools.registry import DatasetRecord, open_registry
 from hai_tools.registry.base import ArtifactStore
 from hai_tools.registry.datasets import load_registered
@@ -173,6 +173,7 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
     if "train" not in splits:
         raise DatasetError(f"{record.ref} has no 'train' split (has: {', '.join(splits)})")
     base = resolve_base_model(config.base_model_id)
+    check_architecture(Path(base.path))
 
     run_dir = run_dir_for(config)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from hai_tools.demo_data import LABELS, generate_cases, split_by_patient, write_demo_dataset
+from hai_tools.manifest import verify_artifact
 
 
 def test_same_seed_same_cases_other_seed_other_cases() -> None:
@@ -30,3 +31,4 @@ def test_records_are_conversational_prompt_completion_with_subgroups(tmp_path: P
     assert record["completion"][0]["content"].startswith(f"Label: {record['label']}\n")
     assert {"sex", "language", "site", "patient_id"} <= set(record)
     assert (tmp_path / "d" / "DATASHEET.md").read_text().startswith("# Datasheet")
+    assert verify_artifact(tmp_path / "d").config["seed"] == 0

@@ -1,0 +1,92 @@
+"""`python -m export`: turn a trained adapter into what serves it.
+
+python -m export merge out/adapters/screening-lora --output_dir out/merged/screening-lora
+python -m export vllm-recipe out/merged/screening-lora --output_dir out/serving/screening-lora
+python -m export verify out/merged/screening-lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hai_tools.cli import run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    merge = sub.add_parser("merge", help="merge an adapter into its base model (parity-checked)")
+    merge.add_argument("adapter", type=Path)
+    merge.add_argument("--output_dir", type=Path, required=True)
+    merge.add_argument("--base_model_id", help="default: the base recorded in the adapter's manifest")
+    merge.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (default 1e-4)"
+    )
+    recipe = sub.add_parser("vllm-recipe", help="write the vllm serve command, config and readiness contract")
+    recipe.add_argument("merged", type=Path, nargs="?", help="merged model folder")
+    recipe.add_argument(
+        "--adapter", type=Path, action="append", help="serve adapters unmerged instead (repeatable)"
+    )
+    recipe.add_argument("--output_dir", type=Path, required=True)
+    recipe.add_argument("--release_id", help="served model name (default: <name>-<hash12>)")
+    recipe.add_argument("--dtype", default="bfloat16")
+    recipe.add_argument("--max_model_len", type=int)
+    recipe.add_argument("--port", type=int, default=8000)
+    onnx = sub.add_parser("onnx", help="ONNX export with onnxruntime parity (embedder or causal LM)")
+    which = onnx.add_mutually_exclusive_group(required=True)
+    which.add_argument("--embedder", help="embedded:all-minilm-l6-v2 or a sentence-embedding HF folder")
+    which.add_argument("--causal_lm", help="a merged model folder, HF folder or embedded:gemma-3-270m")
+    onnx.add_argument("--output_dir", type=Path, required=True)
+    onnx.add_argument(
+        "--tolerance", type=float, help="max abs difference (default 1e-4 embedder, 1e-3 logits)"
+    )
+    verify = sub.add_parser("verify", help="recheck every hash in an artifact's manifest chain")
+    verify.add_argument("path", type=Path)
+    return parser
+
+
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.action == "merge":
+        from export.merge import merge_adapter
+
+        out = merge_adapter(args.adapter, args.output_dir, args.base_model_id, args.tolerance)
+        print(f"merged model: {out}")
+    elif args.action == "vllm-recipe":
+        from export.vllm_recipe import write_vllm_recipe
+        from hai_tools.errors import ConfigError
+
+        if (args.merged is None) == (not args.adapter):
+            raise ConfigError("give a merged model folder or --adapter folders, not both or neither")
+        out = write_vllm_recipe(
+            args.merged,
+            args.output_dir,
+            args.release_id,
+            args.adapter,
+            args.dtype,
+            args.max_model_len,
+            args.port,
+        )
+        print(f"vLLM recipe: {out / 'vllm_serve.sh'}")
+    elif args.action == "onnx":
+        from export.onnx_export import export_onnx
+
+        kind = "embedder" if args.embedder else "causal_lm"
+        out = export_onnx(args.embedder or args.causal_lm, args.output_dir, kind, args.tolerance)
+        print(f"onnx {kind}: {out / 'model.onnx'}")
+    else:
+        from export.chain import verify_chain
+
+        for link in verify_chain(args.path):
+            print(f"ok {'  ' * link.depth}{link.kind} {link.name} {link.hash[:19]} ({link.where})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Merge a LoRA adapter into its base model, check logit parity, and write the merged model with its manifest.
+
+python -m export merge out/adapters/screening-lora --output_dir out/merged/screening-lora
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from export.parity import causal_logits, encode_prompts, max_abs_diff
+from hai_tools.errors import ManifestError
+from hai_tools.manifest import (
+    ArtifactInput,
+    Manifest,
+    atomic_folder,
+    code_version,
+    library_versions,
+    verify_artifact,
+    write_manifest,
+)
+from hai_tools.models import check_architecture, gemma_chat_template, resolve_base_model
+
+log = logging.getLogger("export")
+
+MERGE_TOLERANCE = 1e-4
+LIBRARIES = ("torch", "transformers", "peft", "safetensors", "hai-tools")
+
+
+class ParityError(ManifestError):
+    """An export's outputs differ from its source beyond the tolerance; nothing was written."""
+
+
+def merge_adapter(
+    adapter_dir: Path,
+    output_dir: Path,
+    base_model_id: str | None = None,
+    tolerance: float = MERGE_TOLERANCE,
+) -> Path:
+    """Merge `adapter_dir` into its base; refuse an adapter of another base or a merge off by > tolerance."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = verify_artifact(Path(adapter_dir), kind="adapter")
+    recorded = adapter.input("base_model")
+    base = resolve_base_model(base_model_id or recorded.name)
+    if base.identity != recorded.hash:
+        raise ManifestError(
+            f"adapter '{adapter.name}' was trained on base {recorded.name} ({recorded.hash[:19]}), "
+            f"not on {base.id} ({base.identity[:19]})"
+        )
+    check_architecture(Path(base.path))
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = gemma_chat_template()
+    model: Any = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    batches = encode_prompts(tokenizer)
+    with_adapter = causal_logits(model, batches)
+    merged = model.merge_and_unload()
+
+    with atomic_folder(Path(output_dir)) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        diff = max_abs_diff(with_adapter, causal_logits(reloaded, batches))
+        log.info("merge parity: max |logit diff| = %.3g (tolerance %.1g)", diff, tolerance)
+        if not diff <= tolerance:
+            raise ParityError(
+                f"merged model differs from base+adapter by {diff:.3g} > {tolerance:g} on the parity prompts; "
+                "nothing written"
+            )
+        write_manifest(
+            tmp,
+            Manifest(
+                kind="merged_model",
+                name=adapter.name,
+                inputs=[
+                    ArtifactInput(
+                        kind="adapter",
+                        name=adapter.name,
+                        hash=adapter.content_hash,
+                        uri=str(Path(adapter_dir).resolve()),
+                    ),
+                    base.as_input(),
+                ],
+                config={"tolerance": tolerance, "dtype": "float32", "parity_prompts": len(batches)},
+                code_version=code_version(),
+                library_versions=library_versions(LIBRARIES),
+                metrics={"parity_max_abs_logit_diff": diff},
+                timings={"merge_seconds": round(time.monotonic() - started, 3)},
+                extra={"base_model": base.model_dump(), "clinician_review_required": True},
+            ),
+        )
+    return Path(output_dir).resolve()

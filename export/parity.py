@@ -1,0 +1,47 @@
+"""Parity checks shared by every export: fixed clinical prompts, and logits compared between two models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARITY_PROMPTS = (
+    "Age: 18 months\nObservations: The child walks without holding on. Not yet observed: the child says three or more words.",
+    "Age: 9 months\nObservations: Caregiver reports the child sits without support and looks when their name is called.",
+    "A 4-year-old has had a fever for three days and a new rash. What should the clinician consider?",
+    "Summarise the developmental red flags in a 24-month-old for a referring clinician.",
+)
+
+
+def encode_prompts(tokenizer: Any, prompts: tuple[str, ...] = PARITY_PROMPTS) -> list[dict[str, Any]]:
+    """Each prompt as chat-template model inputs (one batch of one each, no padding to hide differences)."""
+    batches = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        if tokenizer.chat_template:
+            batch = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+        else:
+            batch = tokenizer(prompt, return_tensors="pt")
+        batches.append(dict(batch))
+    return batches
+
+
+def causal_logits(model: Any, batches: list[dict[str, Any]]) -> list[Any]:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return [model(**batch).logits.float() for batch in batches]
+
+
+def max_abs_diff(first: list[Any], second: list[Any]) -> float:
+    return max(float((a - b).abs().max()) for a, b in zip(first, second, strict=True))
+
+
+def top1_agreement(first: list[Any], second: list[Any]) -> float:
+    agree = total = 0
+    for a, b in zip(first, second, strict=True):
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        total += a.shape[0] * a.shape[1]
+    return agree / total
