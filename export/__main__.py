@@ -42,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
     onnx.add_argument(
         "--tolerance", type=float, help="max abs difference (default 1e-4 embedder, 1e-3 logits)"
     )
+    tfl = sub.add_parser(
+        "tflite", help="TFLite fp32 + int8 edge builds (converter venv), kept only if parity holds"
+    )
+    which = tfl.add_mutually_exclusive_group(required=True)
+    which.add_argument("--embedder", help="embedded:all-minilm-l6-v2 or a sentence-embedding HF folder")
+    which.add_argument(
+        "--causal_lm", help="a merged or distilled model folder (small: the on-device reasoner)"
+    )
+    tfl.add_argument("--output_dir", type=Path, required=True)
+    tfl.add_argument("--seq_len", type=int, default=128, help="fixed token window of the edge model")
+    tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
+    tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
     verify = sub.add_parser("verify", help="recheck every hash in an artifact's manifest chain")
     verify.add_argument("path", type=Path)
     return parser
@@ -76,6 +88,19 @@ def _main(argv: list[str]) -> int:
         kind = "embedder" if args.embedder else "causal_lm"
         out = export_onnx(args.embedder or args.causal_lm, args.output_dir, kind, args.tolerance)
         print(f"onnx {kind}: {out / 'model.onnx'}")
+    elif args.action == "tflite":
+        from export.tflite import export_tflite
+
+        kind = "embedder" if args.embedder else "causal_lm"
+        out = export_tflite(
+            args.embedder or args.causal_lm,
+            args.output_dir,
+            kind,
+            args.seq_len,
+            args.decode_steps,
+            not args.no_int8,
+        )
+        print(f"tflite {kind}: {out}")
     else:
         from export.chain import verify_chain
 

@@ -1,0 +1,321 @@
+"""TFLite/LiteRT edge builds for the on-device fallback. The converter (litert-torch, ai-edge-quantizer) lives in
+its own environment and runs as a subprocess (`export/tflite_worker.py`); this side, in the main environment,
+runs each variant in the LiteRT interpreter against PyTorch and writes only the variants that pass parity.
+
+    make tflite-env   # once: the converter environment (.venv-tflite)
+    python -m export tflite --embedder embedded:all-minilm-l6-v2 --output_dir out/edge/minilm
+    python -m export tflite --causal_lm out/merged/screening-lora --output_dir out/edge/screening-lora
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.merge import ParityError
+from export.onnx_export import EMBED_SENTENCES, CausalLMLogits, MeanPooledEmbedder, _source_input
+from export.parity import PARITY_PROMPTS
+from hai_tools.errors import HaiError
+from hai_tools.manifest import Manifest, atomic_folder, code_version, library_versions, write_manifest
+from hai_tools.models import check_architecture, resolve_base_model
+
+log = logging.getLogger("export")
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Path(__file__).resolve().parent / "tflite_worker.py"
+LIBRARIES = ("torch", "transformers", "ai-edge-litert", "hai-tools")
+# Gates per variant: (metric, minimum). int8 must also be at most 30% of the fp32 file.
+EMBEDDER_GATES = {"fp32": 0.9999, "int8": 0.99}
+INT8_MAX_SIZE_RATIO = 0.30
+
+
+class ConversionError(HaiError):
+    """The converter subprocess failed or its environment is missing; nothing was written."""
+
+
+def converter_python() -> Path:
+    """The converter environment's interpreter: `$HAI_TFLITE_PYTHON`, else `.venv-tflite` of this checkout."""
+    path = Path(os.environ.get("HAI_TFLITE_PYTHON") or ROOT / ".venv-tflite" / "bin" / "python")
+    if not path.exists():
+        raise ConversionError(f"TFLite converter environment not found at {path}: run `make tflite-env`")
+    return path
+
+
+def run_converter(job: dict[str, Any], timeout: int = 3600) -> None:
+    job_file = Path(job["output_dir"]) / "job.json"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run(
+        [str(converter_python()), str(WORKER), str(job_file)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=job["output_dir"],
+    )
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise ConversionError(
+            f"TFLite conversion of {job['kind']} failed: {lines[-1] if lines else proc.returncode}"
+        )
+
+
+class TFLiteModel:
+    """A converted model in the LiteRT interpreter: `run(input_ids, attention_mask)` on one padded row."""
+
+    def __init__(self, path: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
+        self.runner = self.interpreter.get_signature_runner()
+        details = self.runner.get_input_details()
+        self.seq_len = int(details["args_0"]["shape"][1])
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out = self.runner(args_0=input_ids.astype(np.int32), args_1=attention_mask.astype(np.int32))
+        return np.asarray(next(iter(out.values())))
+
+
+def _pad(ids: list[int], seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = ids[:seq_len]
+    row = np.full((1, seq_len), pad_id, dtype=np.int64)
+    mask = np.zeros((1, seq_len), dtype=np.int64)
+    row[0, : len(ids)] = ids
+    mask[0, : len(ids)] = 1
+    return row, mask
+
+
+def embed_tflite(model: TFLiteModel, tokenizer: Any, texts: list[str]) -> np.ndarray:
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, truncation=True, max_length=model.seq_len)["input_ids"]
+        rows.append(model.run(*_pad(ids, model.seq_len, tokenizer.pad_token_id or 0))[0])
+    return np.stack(rows)
+
+
+def greedy_decode_tflite(model: TFLiteModel, prompt_ids: list[int], steps: int, pad_id: int) -> list[int]:
+    """Greedy decoding in a fixed window: each step reruns the window (right-padded, causal) on-device."""
+    ids = list(prompt_ids)
+    for _ in range(steps):
+        if len(ids) >= model.seq_len:
+            break
+        logits = model.run(*_pad(ids, model.seq_len, pad_id))
+        ids.append(int(logits[0, len(ids) - 1].argmax()))
+    return ids[len(prompt_ids) :]
+
+
+def greedy_decode_torch(
+    module: Any, prompt_ids: list[int], steps: int, seq_len: int, pad_id: int
+) -> list[int]:
+    import torch
+
+    ids = list(prompt_ids)
+    with torch.no_grad():
+        for _ in range(steps):
+            if len(ids) >= seq_len:
+                break
+            row, mask = _pad(ids, seq_len, pad_id)
+            logits = module(torch.from_numpy(row), torch.from_numpy(mask))
+            ids.append(int(logits[0, len(ids) - 1].argmax()))
+    return ids[len(prompt_ids) :]
+
+
+def _latency_ms(fn: Any, repeats: int = 10) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times))
+
+
+def _evaluate_embedder(
+    folder: Path, module: Any, tokenizer: Any, seq_len: int
+) -> dict[str, dict[str, float]]:
+    import torch
+
+    texts = list(EMBED_SENTENCES)
+    with torch.no_grad():
+        reference = np.stack(
+            [
+                module(
+                    *(
+                        torch.from_numpy(a)
+                        for a in _pad(
+                            tokenizer(t)["input_ids"][:seq_len], seq_len, tokenizer.pad_token_id or 0
+                        )
+                    )
+                )[0].numpy()
+                for t in texts
+            ]
+        )
+    row, mask = _pad(tokenizer(texts[0])["input_ids"], seq_len, tokenizer.pad_token_id or 0)
+    torch_ms = _latency_ms(lambda: module(torch.from_numpy(row), torch.from_numpy(mask)))
+    results: dict[str, dict[str, float]] = {}
+    for variant in ("fp32", "int8"):
+        path = folder / f"{variant}.tflite"
+        if not path.exists():
+            continue
+        model = TFLiteModel(path)
+        got = embed_tflite(model, tokenizer, texts)
+        cosine = (got * reference).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1))
+        results[variant] = {
+            "min_cosine": float(cosine.min()),
+            "size_bytes": path.stat().st_size,
+            "latency_ms_batch1": _latency_ms(lambda m=model: m.run(row, mask)),
+            "torch_latency_ms_batch1": torch_ms,
+        }
+    return results
+
+
+def _evaluate_causal_lm(
+    folder: Path, module: Any, tokenizer: Any, seq_len: int, steps: int
+) -> dict[str, dict[str, float]]:
+    import torch
+
+    pad = tokenizer.pad_token_id or 0
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"][: seq_len // 2]
+        for p in PARITY_PROMPTS[:2]
+    ]
+    expected = [greedy_decode_torch(module, p, steps, seq_len, pad) for p in prompts]
+    row, mask = _pad(prompts[0], seq_len, pad)
+    torch_ms = _latency_ms(lambda: module(torch.from_numpy(row), torch.from_numpy(mask)), repeats=3)
+    results: dict[str, dict[str, float]] = {}
+    for variant in ("fp32", "int8"):
+        path = folder / f"{variant}.tflite"
+        if not path.exists():
+            continue
+        model = TFLiteModel(path)
+        got = [greedy_decode_tflite(model, p, steps, pad) for p in prompts]
+        agree = sum(
+            int(a == b) for e, g in zip(expected, got, strict=True) for a, b in zip(e, g, strict=False)
+        )
+        total = sum(len(e) for e in expected)
+        with torch.no_grad():
+            ref_logits = module(torch.from_numpy(row), torch.from_numpy(mask))[0].numpy()
+        logits = model.run(row, mask)[0]
+        n = len(prompts[0])
+        results[variant] = {
+            "greedy_token_agreement": agree / max(total, 1),
+            "greedy_exact": float(got == expected),
+            "top1_agreement": float((logits[:n].argmax(-1) == ref_logits[:n].argmax(-1)).mean()),
+            "max_abs_logit_diff": float(np.abs(logits[:n] - ref_logits[:n]).max()),
+            "size_bytes": path.stat().st_size,
+            "latency_ms_batch1": _latency_ms(lambda m=model: m.run(row, mask), repeats=3),
+            "torch_latency_ms_batch1": torch_ms,
+        }
+    return results
+
+
+def export_tflite(
+    model_id: str, output_dir: Path, kind: str, seq_len: int = 128, decode_steps: int = 32, int8: bool = True
+) -> Path:
+    """Convert, then keep each variant that passes its gate; fail (write nothing) if fp32 fails."""
+    from transformers import AutoTokenizer
+
+    base = resolve_base_model(model_id)
+    model_dir = Path(base.path)
+    check_architecture(model_dir, "causal_lm" if kind == "causal_lm" else "encoder")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if kind == "causal_lm" and tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    started = time.monotonic()
+    with atomic_folder(Path(output_dir)) as tmp:
+        scratch = tmp / ".convert"
+        run_converter(
+            {
+                "kind": kind,
+                "model_dir": str(model_dir),
+                "output_dir": str(scratch),
+                "seq_len": seq_len,
+                "int8": int8,
+            }
+        )
+        for variant in ("fp32", "int8"):
+            if (scratch / f"{variant}.tflite").exists():
+                shutil.move(scratch / f"{variant}.tflite", tmp / f"{variant}.tflite")
+        shutil.rmtree(scratch)
+        convert_seconds = time.monotonic() - started
+        if kind == "embedder":
+            results = _evaluate_embedder(tmp, MeanPooledEmbedder.build(model_dir), tokenizer, seq_len)
+        else:
+            results = _evaluate_causal_lm(
+                tmp, CausalLMLogits.build(model_dir), tokenizer, seq_len, decode_steps
+            )
+        rejected = _apply_gates(tmp, kind, results)
+        if "fp32" in rejected:
+            raise ParityError(f"TFLite {kind} fp32 fails parity ({rejected['fp32']}); nothing written")
+        for variant, why in rejected.items():
+            log.warning("TFLite %s %s not written: %s", kind, variant, why)
+        tokenizer.save_pretrained(tmp)
+        write_manifest(
+            tmp,
+            Manifest(
+                kind=f"tflite_{kind}",
+                name=base.id,
+                inputs=[_source_input(base)],
+                config={
+                    "kind": kind,
+                    "seq_len": seq_len,
+                    "batch": 1,
+                    "decode_steps": decode_steps,
+                    "route": "litert-torch (PyTorch -> TFLite), ai-edge-quantizer dynamic_wi8_afp32 for int8",
+                    "gates": {
+                        "embedder_min_cosine": EMBEDDER_GATES,
+                        "int8_max_size_ratio": INT8_MAX_SIZE_RATIO,
+                        "causal_lm": "fp32 greedy tokens identical; int8 top-1 agreement >= 0.9",
+                    },
+                },
+                code_version=code_version(),
+                library_versions=library_versions(LIBRARIES),
+                metrics={
+                    "variants": {k: v for k, v in results.items() if k not in rejected},
+                    "rejected": rejected,
+                },
+                timings={
+                    "convert_seconds": round(convert_seconds, 1),
+                    "total_seconds": round(time.monotonic() - started, 1),
+                },
+            ),
+        )
+    return Path(output_dir).resolve()
+
+
+def _apply_gates(folder: Path, kind: str, results: dict[str, dict[str, float]]) -> dict[str, str]:
+    rejected: dict[str, str] = {}
+    for variant, metrics in results.items():
+        if kind == "embedder":
+            if metrics["min_cosine"] < EMBEDDER_GATES[variant]:
+                rejected[variant] = f"min cosine {metrics['min_cosine']:.5f} < {EMBEDDER_GATES[variant]}"
+        elif variant == "fp32" and metrics["greedy_exact"] < 1.0:
+            rejected[variant] = f"greedy tokens differ (agreement {metrics['greedy_token_agreement']:.3f})"
+        elif variant == "int8" and metrics["top1_agreement"] < 0.9:
+            rejected[variant] = f"top-1 agreement {metrics['top1_agreement']:.3f} < 0.9"
+    if "int8" in results and "fp32" in results and "int8" not in rejected:
+        ratio = results["int8"]["size_bytes"] / results["fp32"]["size_bytes"]
+        results["int8"]["size_ratio_to_fp32"] = ratio
+        if kind == "embedder" and ratio > INT8_MAX_SIZE_RATIO:
+            rejected["int8"] = f"size {ratio:.0%} of fp32 > {INT8_MAX_SIZE_RATIO:.0%}"
+    for variant in rejected:
+        (folder / f"{variant}.tflite").unlink(missing_ok=True)
+    return rejected
+
+
+if __name__ == "__main__":  # pragma: no cover - use `python -m export tflite`
+    sys.exit("use: python -m export tflite --help")

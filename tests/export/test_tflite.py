@@ -1,0 +1,45 @@
+"""TFLite edge builds: converted in the separate converter environment, run here in the LiteRT interpreter,
+kept only when parity with PyTorch holds (needs `.venv-tflite`, which `make test` installs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.__main__ import main
+from export.tflite import TFLiteModel, embed_tflite
+from hai_tools.manifest import verify_artifact
+
+
+def test_minilm_tflite_fp32_exact_and_int8_small(tmp_path: Path) -> None:
+    out = tmp_path / "minilm"
+    assert main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(out)]) == 0
+    manifest = verify_artifact(out, kind="tflite_embedder")
+    variants = manifest.metrics["variants"]
+    assert variants["fp32"]["min_cosine"] >= 0.9999
+    assert variants["int8"]["min_cosine"] >= 0.99
+    assert variants["int8"]["size_ratio_to_fp32"] <= 0.30
+    from transformers import AutoTokenizer
+
+    vectors = embed_tflite(TFLiteModel(out / "int8.tflite"), AutoTokenizer.from_pretrained(out), ["fever", "rash"])
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
+
+
+def test_tiny_causal_lm_tflite_greedy_decode_matches_pytorch(merged_tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lm"
+    assert main(["tflite", "--causal_lm", str(merged_tiny), "--output_dir", str(out), "--seq_len", "96"]) == 0
+    manifest = verify_artifact(out, kind="tflite_causal_lm")
+    fp32 = manifest.metrics["variants"]["fp32"]
+    assert fp32["greedy_exact"] == 1.0 and fp32["top1_agreement"] == 1.0
+    assert manifest.input("merged_model").uri == str(merged_tiny)
+
+
+def test_missing_converter_environment_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HAI_TFLITE_PYTHON", str(tmp_path / "nope" / "python"))
+    assert main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "make tflite-env" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
