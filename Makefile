@@ -13,8 +13,11 @@ export DEEPEVAL_DISABLE_DOTENV := 1
 export RAGAS_DO_NOT_TRACK := true
 LOCK_HASH := $(shell cat requirements/lock-main.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.installed-$(LOCK_HASH)
+# The TFLite converter (litert-torch) needs typing-extensions<4.13, the MCP SDK >=4.13: its own venv.
+TFLITE_VENV ?= .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed-$(shell cat requirements/lock-tflite-converter.txt | sha256sum | cut -c1-16)
 
-.PHONY: install lint test demo clean
+.PHONY: install tflite-env lint test demo bench clean
 
 install: $(STAMP)
 
@@ -25,15 +28,23 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+tflite-env: $(TFLITE_STAMP)
+
+$(TFLITE_STAMP):
+	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/lock-tflite-converter.txt
+	@rm -f $(TFLITE_VENV)/.installed-*
+	@touch $@
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hai_tools trainer skills export evals governance
 
-test: lint
+test: lint tflite-env
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-demo: install
+demo: install tflite-env
 	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data
 	$(PY) -m trainer data register demo-screening@1 \
 	    --train $(OUT)/demo-data/train.jsonl --validation $(OUT)/demo-data/validation.jsonl \
@@ -42,6 +53,13 @@ demo: install
 	    --description "synthetic pediatric developmental-screening cases (see DATASHEET.md)"
 	$(PY) -m trainer --config configs/demo_lora.yaml --output_dir $(OUT)/adapters/screening-lora
 	$(PY) -m trainer verify $(OUT)/adapters/screening-lora
+	$(PY) -m export merge $(OUT)/adapters/screening-lora --output_dir $(OUT)/merged/screening-lora
+	$(PY) -m export vllm-recipe $(OUT)/merged/screening-lora --output_dir $(OUT)/serving/screening-lora
+	$(PY) -m export tflite --embedder embedded:all-minilm-l6-v2 --output_dir $(OUT)/edge/minilm
+	$(PY) -m export verify $(OUT)/merged/screening-lora
+
+bench: install tflite-env
+	$(PY) bench/edge.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

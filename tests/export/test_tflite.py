@@ -23,7 +23,9 @@ def test_minilm_tflite_fp32_exact_and_int8_small(tmp_path: Path) -> None:
     assert variants["int8"]["size_ratio_to_fp32"] <= 0.30
     from transformers import AutoTokenizer
 
-    vectors = embed_tflite(TFLiteModel(out / "int8.tflite"), AutoTokenizer.from_pretrained(out), ["fever", "rash"])
+    vectors = embed_tflite(
+        TFLiteModel(out / "int8.tflite"), AutoTokenizer.from_pretrained(out), ["fever", "rash"]
+    )
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
 
 
@@ -40,6 +42,8 @@ def test_missing_converter_environment_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("HAI_TFLITE_PYTHON", str(tmp_path / "nope" / "python"))
-    assert main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]) == 2
+    assert (
+        main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]) == 2
+    )
     assert "make tflite-env" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
