@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     tfl.add_argument("--seq_len", type=int, default=128, help="fixed token window of the edge model")
     tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
     tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
+    dist = sub.add_parser(
+        "distill", help="distil a merged teacher into a small Gemma-3 student (TRL GKD, off-policy)"
+    )
+    dist.add_argument("teacher", type=Path, help="merged model folder")
+    dist.add_argument("--output_dir", type=Path, required=True)
+    dist.add_argument("--dataset", default="demo-screening@1")
+    dist.add_argument("--kl", choices=["forward", "reverse"], default="forward")
+    dist.add_argument("--max_steps", type=int, default=20)
+    dist.add_argument("--learning_rate", type=float, default=1e-3)
+    dist.add_argument("--per_device_train_batch_size", type=int, default=4)
+    dist.add_argument("--max_length", type=int, default=192)
+    dist.add_argument("--hidden_size", type=int, default=128)
+    dist.add_argument("--num_hidden_layers", type=int, default=2)
+    dist.add_argument("--seed", type=int, default=42)
     verify = sub.add_parser("verify", help="recheck every hash in an artifact's manifest chain")
     verify.add_argument("path", type=Path)
     return parser
@@ -101,6 +115,22 @@ def _main(argv: list[str]) -> int:
             not args.no_int8,
         )
         print(f"tflite {kind}: {out}")
+    elif args.action == "distill":
+        from export.distill import DistillConfig, StudentConfig, distill
+
+        student = StudentConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers)
+        config = DistillConfig(
+            dataset=args.dataset,
+            kl=args.kl,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+            per_device_train_batch_size=args.per_device_train_batch_size,
+            max_length=args.max_length,
+            seed=args.seed,
+            student=student,
+        )
+        out = distill(args.teacher, args.output_dir, config)
+        print(f"student: {out}")
     else:
         from export.chain import verify_chain
 
