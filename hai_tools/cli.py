@@ -3,6 +3,7 @@ line with exit status 2, Ctrl-C reported without a traceback."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Callable
@@ -33,3 +34,11 @@ def run_cli(main: Callable[[list[str]], int], argv: list[str], interrupted: str 
     except KeyboardInterrupt:
         console.print(interrupted, highlight=False)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        console.print(
+            f"[red]error:[/red] no space left on device{where}; nothing was published", highlight=False
+        )
+        return 2

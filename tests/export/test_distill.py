@@ -11,11 +11,31 @@ from hai_tools.manifest import verify_artifact
 
 
 @pytest.mark.parametrize("kl", ["forward", "reverse"])
-def test_student_distilled_with_provenance_and_agreement(merged_tiny: Path, demo_dataset: str, tmp_path: Path,
-                                                         kl: str) -> None:
+def test_student_distilled_with_provenance_and_agreement(
+    merged_tiny: Path, demo_dataset: str, tmp_path: Path, kl: str
+) -> None:
     out = tmp_path / "student"
-    assert main(["distill", str(merged_tiny), "--output_dir", str(out), "--kl", kl, "--max_steps", "3",
-                 "--hidden_size", "32", "--num_hidden_layers", "1", "--max_length", "128"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(merged_tiny),
+                "--output_dir",
+                str(out),
+                "--kl",
+                kl,
+                "--max_steps",
+                "3",
+                "--hidden_size",
+                "32",
+                "--num_hidden_layers",
+                "1",
+                "--max_length",
+                "128",
+            ]
+        )
+        == 0
+    )
     manifest = verify_artifact(out, kind="distilled_model")
     assert manifest.config["kl"] == kl
     assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset"]
@@ -23,10 +43,29 @@ def test_student_distilled_with_provenance_and_agreement(merged_tiny: Path, demo
     assert manifest.metrics["student_parameters"] < manifest.metrics["teacher_parameters"]
 
 
-def test_distilled_student_tflite_decodes_like_pytorch(merged_tiny: Path, demo_dataset: str, tmp_path: Path) -> None:
+def test_distilled_student_tflite_decodes_like_pytorch(
+    merged_tiny: Path, demo_dataset: str, tmp_path: Path
+) -> None:
     student = tmp_path / "student"
-    assert main(["distill", str(merged_tiny), "--output_dir", str(student), "--max_steps", "2",
-                 "--hidden_size", "32", "--num_hidden_layers", "1", "--max_length", "128"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                str(merged_tiny),
+                "--output_dir",
+                str(student),
+                "--max_steps",
+                "2",
+                "--hidden_size",
+                "32",
+                "--num_hidden_layers",
+                "1",
+                "--max_length",
+                "128",
+            ]
+        )
+        == 0
+    )
     edge = tmp_path / "edge"
     assert main(["tflite", "--causal_lm", str(student), "--output_dir", str(edge), "--seq_len", "96"]) == 0
     fp32 = verify_artifact(edge).metrics["variants"]["fp32"]

@@ -121,3 +121,22 @@ def test_vllm_recipe_refuses_an_adapter_that_must_be_merged(
     (adapter / "manifest.json").write_text(json.dumps(manifest))
     assert main(["vllm-recipe", "--adapter", str(adapter), "--output_dir", str(tmp_path / "r")]) == 2
     assert "must be merged" in capsys.readouterr().err
+
+
+def test_full_disk_is_a_one_line_error_and_leaves_no_folder(
+    tiny_adapter: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk cannot be made here without mount privileges, so the weight writer is patched to fail
+    the way the OS does (ENOSPC); everything else is real."""
+    import errno
+
+    import transformers.modeling_utils
+
+    def full(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "model.safetensors")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    assert main(["merge", str(tiny_adapter), "--output_dir", str(tmp_path / "out")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on device")
+    assert list(tmp_path.iterdir()) == []
