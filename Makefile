@@ -56,10 +56,13 @@ demo: install tflite-env
 	$(PY) -m export merge $(OUT)/adapters/screening-lora --output_dir $(OUT)/merged/screening-lora
 	$(PY) -m export vllm-recipe $(OUT)/merged/screening-lora --output_dir $(OUT)/serving/screening-lora
 	$(PY) -m export tflite --embedder embedded:all-minilm-l6-v2 --output_dir $(OUT)/edge/minilm
-	$(PY) -m export verify $(OUT)/merged/screening-lora
+	$(PY) -m export distill $(OUT)/merged/screening-lora --output_dir $(OUT)/students/screening \
+	    --max_steps 8 --per_device_train_batch_size 2 --max_length 160
+	$(PY) -m export tflite --causal_lm $(OUT)/students/screening --output_dir $(OUT)/edge/student
+	$(PY) -m export verify $(OUT)/edge/student
 
 bench: install tflite-env
-	$(PY) bench/edge.py
+	$(PY) bench/edge.py --embedder_dir $(OUT)/edge/minilm --causal_lm_dir $(OUT)/edge/student
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "--causal_lm", help="a merged or distilled model folder (small: the on-device reasoner)"
     )
     tfl.add_argument("--output_dir", type=Path, required=True)
-    tfl.add_argument("--seq_len", type=int, default=128, help="fixed token window of the edge model")
+    tfl.add_argument(
+        "--seq_len", type=int, default=128, help="embedder: token window; causal LM: KV cache length"
+    )
+    tfl.add_argument("--prefill_len", type=int, default=64, help="causal LM: prefill signature length")
     tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
     tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
     dist = sub.add_parser(

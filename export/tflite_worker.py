@@ -3,8 +3,10 @@ ai-edge-quantizer), never in the main one. `export tflite` drives it as a subpro
 
     .venv-tflite/bin/python export/tflite_worker.py JOB.json
 
-JOB.json: {"kind": "embedder" | "causal_lm", "model_dir": ..., "output_dir": ..., "seq_len": 128}
-Writes `fp32.tflite` and `int8.tflite` (ai-edge-quantizer dynamic int8 weights) into output_dir.
+JOB.json: {"kind": "embedder" | "causal_lm", "model_dir": ..., "output_dir": ..., "seq_len": 128, "prefill_len": 64}
+Writes `fp32.tflite` and `int8.tflite` (ai-edge-quantizer dynamic int8 weights) into output_dir: for the embedder a
+(input_ids, attention_mask) -> sentence embedding graph; for a causal LM `prefill_<N>` and `decode` signatures
+with a KV cache of `seq_len` positions.
 Self-contained on purpose: hai_tools is not installed in this environment.
 """
 
@@ -36,39 +38,23 @@ def _embedder(model_dir: str) -> torch.nn.Module:
     return MeanPooled().eval()
 
 
-def _single_kv_head_safe_repeat_kv() -> None:
-    """litert-torch lowers transformers' `repeat_kv` (expand + reshape) wrongly when there is one KV head
-    (Gemma 3 270M): replace it by an equivalent concatenation before tracing."""
-    from transformers.models.gemma3 import modeling_gemma3
+def _export_causal_lm(model_dir: str, out: Path, prefill_len: int, cache_len: int) -> None:
+    """litert-torch's `export_hf`: one model with `prefill_<N>` and `decode` signatures and a KV cache."""
+    import shutil
+    import tempfile
 
-    def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
-        if n_rep == 1:
-            return hidden_states
-        return (
-            torch.cat([hidden_states] * n_rep, dim=1)
-            if hidden_states.shape[1] == 1
-            else torch.repeat_interleave(hidden_states, n_rep, dim=1)
+    from litert_torch.generative.export_hf import export
+
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        export.export(
+            model=model_dir,
+            output_dir=scratch,
+            prefill_lengths=[prefill_len],
+            cache_length=cache_len,
+            bundle_litert_lm=False,
+            keep_temporary_files=True,
         )
-
-    modeling_gemma3.repeat_kv = repeat_kv
-
-
-def _causal_lm(model_dir: str) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    _single_kv_head_safe_repeat_kv()
-
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lm = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=torch.float32, attn_implementation="eager"
-            )
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-
-    return Logits().eval()
+        shutil.move(str(Path(scratch) / "model.tflite"), out / "fp32.tflite")
 
 
 def _quantize_int8(fp32_path: Path, int8_path: Path) -> None:
@@ -87,11 +73,13 @@ def main(job_path: str) -> int:
     out = Path(job["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     seq = int(job.get("seq_len", 128))
-    module = _embedder(job["model_dir"]) if job["kind"] == "embedder" else _causal_lm(job["model_dir"])
-    sample = (torch.ones((1, seq), dtype=torch.int32), torch.ones((1, seq), dtype=torch.int32))
-    with torch.no_grad():
-        edge = litert_torch.convert(module, sample)
-    edge.export(str(out / "fp32.tflite"))
+    if job["kind"] == "embedder":
+        sample = (torch.ones((1, seq), dtype=torch.int32), torch.ones((1, seq), dtype=torch.int32))
+        with torch.no_grad():
+            edge = litert_torch.convert(_embedder(job["model_dir"]), sample)
+        edge.export(str(out / "fp32.tflite"))
+    else:
+        _export_causal_lm(job["model_dir"], out, int(job.get("prefill_len", seq // 2)), seq)
     if job.get("int8", True):
         _quantize_int8(out / "fp32.tflite", out / "int8.tflite")
     print(json.dumps({"written": sorted(p.name for p in out.glob("*.tflite"))}))

@@ -67,7 +67,22 @@ def test_distilled_student_tflite_decodes_like_pytorch(
         == 0
     )
     edge = tmp_path / "edge"
-    assert main(["tflite", "--causal_lm", str(student), "--output_dir", str(edge), "--seq_len", "96"]) == 0
+    assert (
+        main(
+            [
+                "tflite",
+                "--causal_lm",
+                str(student),
+                "--output_dir",
+                str(edge),
+                "--seq_len",
+                "128",
+                "--prefill_len",
+                "32",
+            ]
+        )
+        == 0
+    )
     fp32 = verify_artifact(edge).metrics["variants"]["fp32"]
     assert fp32["greedy_exact"] == 1.0
     assert main(["verify", str(edge)]) == 0

@@ -31,7 +31,22 @@ def test_minilm_tflite_fp32_exact_and_int8_small(tmp_path: Path) -> None:
 
 def test_tiny_causal_lm_tflite_greedy_decode_matches_pytorch(merged_tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "lm"
-    assert main(["tflite", "--causal_lm", str(merged_tiny), "--output_dir", str(out), "--seq_len", "96"]) == 0
+    assert (
+        main(
+            [
+                "tflite",
+                "--causal_lm",
+                str(merged_tiny),
+                "--output_dir",
+                str(out),
+                "--seq_len",
+                "128",
+                "--prefill_len",
+                "16",
+            ]
+        )
+        == 0
+    )
     manifest = verify_artifact(out, kind="tflite_causal_lm")
     fp32 = manifest.metrics["variants"]["fp32"]
     assert fp32["greedy_exact"] == 1.0 and fp32["top1_agreement"] == 1.0
