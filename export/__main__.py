@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument(
         "--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (default 1e-4)"
     )
+    merge.add_argument(
+        "--parity_dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="precision of the parity forward passes (float32 for models too large for float64)",
+    )
     recipe = sub.add_parser("vllm-recipe", help="write the vllm serve command, config and readiness contract")
     recipe.add_argument("merged", type=Path, nargs="?", help="merged model folder")
     recipe.add_argument(
@@ -81,7 +87,9 @@ def _main(argv: list[str]) -> int:
     if args.action == "merge":
         from export.merge import merge_adapter
 
-        out = merge_adapter(args.adapter, args.output_dir, args.base_model_id, args.tolerance)
+        out = merge_adapter(
+            args.adapter, args.output_dir, args.base_model_id, args.tolerance, args.parity_dtype
+        )
         print(f"merged model: {out}")
     elif args.action == "vllm-recipe":
         from export.vllm_recipe import write_vllm_recipe

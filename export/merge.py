@@ -38,6 +38,7 @@ def merge_adapter(
     output_dir: Path,
     base_model_id: str | None = None,
     tolerance: float = MERGE_TOLERANCE,
+    parity_dtype: str = "float64",
 ) -> Path:
     """Merge `adapter_dir` into its base; refuse an adapter of another base or a merge off by > tolerance."""
     import torch
@@ -57,18 +58,22 @@ def merge_adapter(
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     if not tokenizer.chat_template:
         tokenizer.chat_template = gemma_chat_template()
+    # Reference and merge in float64: the check then measures the merge (weights rounded once to float32),
+    # not float32 forward-pass noise, which alone reaches ~1e-4 on Gemma's 262k-vocabulary logits.
+    dtype = getattr(torch, parity_dtype)
     model: Any = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).to(dtype)
     batches = encode_prompts(tokenizer)
     with_adapter = causal_logits(model, batches)
-    merged = model.merge_and_unload()
+    merged = model.merge_and_unload().to(torch.float32)
+    merged.config.dtype = torch.float32
 
     with atomic_folder(Path(output_dir)) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
         diff = max_abs_diff(with_adapter, causal_logits(reloaded, batches))
-        log.info("merge parity: max |logit diff| = %.3g (tolerance %.1g)", diff, tolerance)
+        log.info("merge parity (%s): max |logit diff| = %.3g (tolerance %.1g)", parity_dtype, diff, tolerance)
         if not diff <= tolerance:
             raise ParityError(
                 f"merged model differs from base+adapter by {diff:.3g} > {tolerance:g} on the parity prompts; "
@@ -88,7 +93,12 @@ def merge_adapter(
                     ),
                     base.as_input(),
                 ],
-                config={"tolerance": tolerance, "dtype": "float32", "parity_prompts": len(batches)},
+                config={
+                    "tolerance": tolerance,
+                    "dtype": "float32",
+                    "parity_dtype": parity_dtype,
+                    "parity_prompts": len(batches),
+                },
                 code_version=code_version(),
                 library_versions=library_versions(LIBRARIES),
                 metrics={"parity_max_abs_logit_diff": diff},
