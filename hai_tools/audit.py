@@ -1,0 +1,60 @@
+"""Audit log of every skill call: audit id, a hash of the input (never the text), model, backend, latency,
+outcome. One JSON line per call in `$HAI_HOME/audit/audit.jsonl` (or `$HAI_AUDIT_LOG`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hai_tools.settings import hai_home
+
+
+def input_hash(payload: Any) -> str:
+    """sha256 of the canonical JSON of a request: identifies it without storing any patient text."""
+    data = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def new_audit_id() -> str:
+    return uuid.uuid4().hex
+
+
+class AuditLog:
+    def __init__(self, path: Path | None = None) -> None:
+        env = os.environ.get("HAI_AUDIT_LOG")
+        self.path = Path(path or env or hai_home() / "audit" / "audit.jsonl")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        *,
+        audit_id: str,
+        tool: str,
+        request: Any,
+        model: dict[str, Any] | None,
+        backend: str | None,
+        latency_ms: float,
+        outcome: str,
+        detail: str | None = None,
+    ) -> None:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "audit_id": audit_id,
+            "tool": tool,
+            "input_hash": input_hash(request),
+            "model": model,
+            "backend": backend,
+            "latency_ms": round(latency_ms, 3),
+            "outcome": outcome,
+            "detail": detail,
+        }
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self._lock, open(self.path, "a") as handle:
+            handle.write(line)

@@ -1,0 +1,37 @@
+"""The protocol every backend implements: generate / embed / health."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from skills.contracts import Backend as BackendName
+from skills.contracts import ModelIdentity
+
+
+class BackendUnavailable(Exception):
+    """A backend cannot serve this call (down, misconfigured, lacks the capability)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: BackendName
+
+    def identity(self, capability: str) -> ModelIdentity:
+        """The model that answers calls of `capability` ('generate' or 'embed')."""
+        ...
+
+    def supports(self, capability: str) -> bool: ...
+
+    async def generate(
+        self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None
+    ) -> str:
+        """Greedy completion of a chat."""
+        ...
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """L2-normalised sentence embeddings."""
+        ...
+
+    async def health(self) -> bool: ...
+
+    async def close(self) -> None: ...

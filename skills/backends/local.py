@@ -1,0 +1,179 @@
+"""In-process backend (the embedded default): transformers for generation, sentence-transformers for
+embeddings, with micro-batching of concurrent embed calls into one forward pass."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from hai_tools.manifest import load_manifest
+from hai_tools.models import resolve_base_model
+from skills.backends.base import BackendUnavailable
+from skills.contracts import Backend as BackendName
+from skills.contracts import ModelIdentity
+
+
+def identity_of(model_id: str) -> tuple[str, ModelIdentity]:
+    """Resolve a reasoner/embedder id to its folder and identity (an adapter folder loads on its base)."""
+    folder = Path(model_id)
+    if (folder / "manifest.json").exists():
+        manifest = load_manifest(folder)
+        if manifest.kind == "adapter":
+            base = manifest.input("base_model").name
+            return str(folder), ModelIdentity(
+                base=base, adapter=manifest.name, manifest_hash=manifest.content_hash
+            )
+        base_name = next((i.name for i in manifest.inputs if i.kind == "base_model"), manifest.name)
+        adapter = next((i.name for i in manifest.inputs if i.kind == "adapter"), None)
+        return str(folder), ModelIdentity(
+            base=base_name, adapter=adapter, manifest_hash=manifest.content_hash
+        )
+    ref = resolve_base_model(model_id)
+    return ref.path, ModelIdentity(base=ref.id, manifest_hash=ref.identity)
+
+
+class EmbedBatcher:
+    """Collects concurrent embed calls for up to `window_ms` (or `max_texts`) and runs them as one batch."""
+
+    def __init__(self, encode: Any, window_ms: float = 4.0, max_texts: int = 128) -> None:
+        self._encode = encode
+        self._window = window_ms / 1000
+        self._max = max_texts
+        self._pending: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, future))
+        if sum(len(t) for t, _ in self._pending) >= self._max:
+            await self._flush()
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+        return await future
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self._window)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        flat = [text for texts, _ in batch for text in texts]
+        try:
+            vectors = await asyncio.to_thread(self._encode, flat)
+        except Exception as exc:  # every waiter of the batch gets the failure
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for texts, future in batch:
+            if not future.done():
+                future.set_result(vectors[start : start + len(texts)])
+            start += len(texts)
+
+
+class LocalBackend:
+    name: BackendName = "local"
+
+    def __init__(self, reasoner: str | None = None, embedder: str | None = None) -> None:
+        self._reasoner_id = reasoner
+        self._embedder_id = embedder
+        self._lock = threading.Lock()
+        self._lm: Any = None
+        self._tokenizer: Any = None
+        self._st: Any = None
+        self._ids: dict[str, ModelIdentity] = {}
+        if reasoner:
+            self._reasoner_path, self._ids["generate"] = identity_of(reasoner)
+        if embedder:
+            self._embedder_path, self._ids["embed"] = identity_of(embedder)
+        self._batcher = EmbedBatcher(self._encode)
+
+    def supports(self, capability: str) -> bool:
+        return capability in self._ids
+
+    def identity(self, capability: str) -> ModelIdentity:
+        return self._ids[capability]
+
+    def load(self) -> None:
+        """Load the models now (start-up) rather than on the first call."""
+        if self.supports("generate"):
+            self._load_lm()
+        if self.supports("embed"):
+            self._load_embedder()
+
+    def _load_lm(self) -> None:
+        with self._lock:
+            if self._lm is not None:
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            folder = Path(self._reasoner_path)
+            manifest = load_manifest(folder) if (folder / "manifest.json").exists() else None
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+            if manifest is not None and manifest.kind == "adapter":
+                from peft import PeftModel
+
+                base = resolve_base_model(manifest.input("base_model").name)
+                model: Any = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+                model = PeftModel.from_pretrained(model, str(folder))
+            else:
+                model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            self._tokenizer, self._lm = tokenizer, model.eval()
+
+    def _load_embedder(self) -> None:
+        with self._lock:
+            if self._st is None:
+                from sentence_transformers import SentenceTransformer
+
+                self._st = SentenceTransformer(self._embedder_path, device="cpu")
+
+    def _generate_sync(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+        import torch
+
+        self._load_lm()
+        with self._lock:
+            batch = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            with torch.no_grad():
+                out = self._lm.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self._tokenizer.pad_token_id,
+                )
+            return str(
+                self._tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            )
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        self._load_embedder()
+        with self._lock:
+            vectors = self._st.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        return [list(map(float, v)) for v in vectors]
+
+    async def generate(
+        self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None
+    ) -> str:
+        if not self.supports("generate"):
+            raise BackendUnavailable("local backend has no reasoner model configured")
+        if adapter and adapter != self._ids["generate"].adapter:
+            raise BackendUnavailable(f"local backend does not serve adapter '{adapter}'")
+        return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not self.supports("embed"):
+            raise BackendUnavailable("local backend has no embedder configured")
+        return await self._batcher.embed(texts)
+
+    async def health(self) -> bool:
+        return bool(self._ids)
+
+    async def close(self) -> None:
+        return None

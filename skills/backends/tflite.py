@@ -1,0 +1,105 @@
+"""On-device fallback: the LiteRT interpreter on `export tflite` outputs (embedder, and the distilled student
+with its prefill/decode KV-cache signatures). Each folder's manifest is verified before it is loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from hai_tools.manifest import verify_artifact
+from skills.backends.base import BackendUnavailable
+from skills.contracts import Backend as BackendName
+from skills.contracts import ModelIdentity
+
+
+class TFLiteBackend:
+    name: BackendName = "tflite"
+
+    def __init__(
+        self, embedder_dir: str | None = None, reasoner_dir: str | None = None, variant: str = "int8"
+    ) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, ModelIdentity] = {}
+        self._dirs: dict[str, Path] = {}
+        self._variant = variant
+        self._models: dict[str, Any] = {}
+        for capability, folder in (("embed", embedder_dir), ("generate", reasoner_dir)):
+            if folder:
+                manifest = verify_artifact(Path(folder))
+                self._dirs[capability] = Path(folder)
+                self._ids[capability] = ModelIdentity(
+                    base=manifest.name,
+                    manifest_hash=manifest.content_hash,
+                    release=f"tflite-{self._pick(Path(folder)).stem}",
+                )
+
+    def _pick(self, folder: Path) -> Path:
+        preferred = folder / f"{self._variant}.tflite"
+        return preferred if preferred.exists() else folder / "fp32.tflite"
+
+    def supports(self, capability: str) -> bool:
+        return capability in self._ids
+
+    def identity(self, capability: str) -> ModelIdentity:
+        return self._ids[capability]
+
+    def _model(self, capability: str) -> tuple[Any, Any]:
+        with self._lock:
+            if capability not in self._models:
+                from transformers import AutoTokenizer
+
+                from export.tflite import LiteRTCausalLM, TFLiteModel
+
+                folder = self._dirs[capability]
+                runner = (
+                    TFLiteModel(self._pick(folder))
+                    if capability == "embed"
+                    else LiteRTCausalLM(self._pick(folder))
+                )
+                self._models[capability] = (runner, AutoTokenizer.from_pretrained(folder))
+            return self._models[capability]  # type: ignore[no-any-return]
+
+    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+        from export.tflite import embed_tflite
+
+        model, tokenizer = self._model("embed")
+        with self._lock:
+            return [list(map(float, v)) for v in embed_tflite(model, tokenizer, texts)]
+
+    def _generate_sync(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+        lm, tokenizer = self._model("generate")
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        room = lm.cache_len - len(prompt)
+        if room <= 0:
+            raise BackendUnavailable(
+                f"prompt of {len(prompt)} tokens exceeds the on-device cache ({lm.cache_len})"
+            )
+        with self._lock:
+            tokens = lm.greedy(prompt, min(max_new_tokens, room))
+        eos = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")}
+        cut = next((i for i, t in enumerate(tokens) if t in eos), len(tokens))
+        return str(tokenizer.decode(tokens[:cut], skip_special_tokens=True))
+
+    async def generate(
+        self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None
+    ) -> str:
+        if not self.supports("generate"):
+            raise BackendUnavailable("tflite backend has no on-device reasoner")
+        if adapter:
+            raise BackendUnavailable("tflite backend serves no adapters")
+        return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not self.supports("embed"):
+            raise BackendUnavailable("tflite backend has no embedder")
+        return await asyncio.to_thread(self._embed_sync, texts)
+
+    async def health(self) -> bool:
+        return bool(self._ids)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,107 @@
+"""Server configuration: one YAML file plus environment overrides pick the release, the models and the
+backend order. `python mcp_server.py --config configs/mcp_server.yaml`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hai_tools.errors import ConfigError
+from hai_tools.models import EMBEDDED_EMBEDDER, EMBEDDED_REASONER
+
+BackendName = Literal["vllm", "local", "tflite"]
+_LOCAL_ONLY: list[BackendName] = ["local"]
+
+
+class VLLMSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = "http://127.0.0.1:8000"
+    served_model: str | None = None
+    embed_model: str | None = None
+    api_key_env: str = "VLLM_API_KEY"
+
+
+class TFLiteSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    embedder_dir: str | None = None
+    reasoner_dir: str | None = None
+    variant: Literal["int8", "fp32"] = "int8"
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    release: str | None = Field(
+        None, description="artifact folder whose card and manifest are served as resources"
+    )
+    reasoner: str | None = Field(
+        EMBEDDED_REASONER, description="local reasoner: model/merged/adapter folder or id"
+    )
+    embedder: str | None = Field(EMBEDDED_EMBEDDER, description="local embedder: folder or id")
+    backends: list[Literal["vllm", "local", "tflite"]] = Field(
+        default_factory=lambda: ["local"], min_length=1
+    )
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
+    timeout_s: float = Field(120.0, gt=0)
+    breaker_threshold: int = Field(3, ge=1)
+    breaker_cooldown_s: float = Field(30.0, ge=0)
+    token_env: str = "HAI_MCP_TOKEN"
+    token_file: str | None = None
+    audit_log: str | None = None
+
+
+ENV_OVERRIDES = {
+    "HAI_MCP_RELEASE": "release",
+    "HAI_MCP_REASONER": "reasoner",
+    "HAI_MCP_EMBEDDER": "embedder",
+    "HAI_MCP_BACKENDS": "backends",
+    "HAI_MCP_VLLM_URL": "vllm.base_url",
+    "HAI_MCP_VLLM_MODEL": "vllm.served_model",
+}
+
+
+def load_server_config(path: Path | None) -> ServerConfig:
+    data: dict[str, object] = {}
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping")
+        data.update(loaded)
+    for env, key in ENV_OVERRIDES.items():
+        value = os.environ.get(env)
+        if value is None:
+            continue
+        parsed: object = [v.strip() for v in value.split(",") if v.strip()] if key == "backends" else value
+        if "." in key:
+            section, name = key.split(".")
+            current = data.get(section)
+            data[section] = {**(current if isinstance(current, dict) else {}), name: parsed}
+        else:
+            data[key] = parsed
+    try:
+        return ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"server config '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
+def read_token(config: ServerConfig) -> str | None:
+    """The bearer token for HTTP: from the token file, else the environment variable. Never logged."""
+    if config.token_file:
+        token = Path(config.token_file).read_text().strip()
+        if not token:
+            raise ConfigError(f"token file {config.token_file} is empty")
+        return token
+    return os.environ.get(config.token_env) or None
