@@ -44,9 +44,7 @@ class ServerConfig(BaseModel):
         EMBEDDED_REASONER, description="local reasoner: model/merged/adapter folder or id"
     )
     embedder: str | None = Field(EMBEDDED_EMBEDDER, description="local embedder: folder or id")
-    backends: list[Literal["vllm", "local", "tflite"]] = Field(
-        default_factory=lambda: ["local"], min_length=1
-    )
+    backends: list[BackendName] = Field(default_factory=lambda: _LOCAL_ONLY.copy(), min_length=1)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
     timeout_s: float = Field(120.0, gt=0)

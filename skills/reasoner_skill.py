@@ -10,6 +10,7 @@ from typing import Any
 
 from hai_tools.audit import AuditLog, new_audit_id
 from hai_tools.demo_data import INSTRUCTION
+from hai_tools.errors import HaiError
 from hai_tools.safety import SafetyPolicy
 from skills.contracts import ReasonRequest, ReasonResult, ScreeningRequest, ScreeningResult
 from skills.failover import FailoverRouter
@@ -35,6 +36,10 @@ def parse_screening(text: str) -> tuple[str | None, str | None]:
         return None, None
     rationale = re.search(r"rationale\s*:\s*(.+)", text[label.end() :], re.IGNORECASE)
     return label.group(1).lower(), (rationale.group(1).strip() if rationale else None)
+
+
+class UnknownAdapter(HaiError):
+    """No configured backend serves the requested adapter (a bad request, not a backend failure)."""
 
 
 class ReasonerSkill:
@@ -98,6 +103,10 @@ class ReasonerSkill:
                 audit_id=audit_id,
                 disclaimer=self.policy.disclaimer,
             )
+        if request.adapter and not any(
+            b.serves_adapter(request.adapter) for b in self.router.candidates("generate")
+        ):
+            raise UnknownAdapter(f"no backend serves adapter '{request.adapter}'")
         context = "".join(f"\nEvidence {i + 1}: {c}" for i, c in enumerate(request.context))
         messages = [
             {"role": "user", "content": f"{REASON_INSTRUCTION}\n\nQuestion: {request.question}{context}"}

@@ -125,3 +125,26 @@ def merged_tiny(tiny_adapter: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("merged") / "tiny-merged"
     assert main(["merge", str(tiny_adapter), "--output_dir", str(out)]) == 0
     return out
+
+
+def write_server_config(path: Path, **values: object) -> Path:
+    """A `mcp_server.py` config file (YAML) for tests."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_env(hai_home: Path) -> dict[str, str]:
+    """Environment for server subprocesses: this session's HAI_HOME, offline, audit log in the home."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "HAI_HOME": str(hai_home),
+            "HF_HUB_OFFLINE": "1",
+            "USE_TF": "0",
+            "HAI_AUDIT_LOG": str(hai_home / "audit" / "audit.jsonl"),
+        }
+    )
+    return env

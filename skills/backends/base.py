@@ -22,6 +22,10 @@ class Backend(Protocol):
 
     def supports(self, capability: str) -> bool: ...
 
+    def serves_adapter(self, adapter: str) -> bool:
+        """Whether `generate(..., adapter=adapter)` can be answered here."""
+        ...
+
     async def generate(
         self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None
     ) -> str:

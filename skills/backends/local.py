@@ -47,15 +47,16 @@ class EmbedBatcher:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
         self._pending.append((texts, future))
-        if sum(len(t) for t, _ in self._pending) >= self._max:
-            await self._flush()
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_later())
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._drain())
         return await future
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self._window)
-        await self._flush()
+    async def _drain(self) -> None:
+        """Flush until nothing is pending: calls that arrive during a forward pass join the next batch."""
+        while self._pending:
+            if sum(len(texts) for texts, _ in self._pending) < self._max:
+                await asyncio.sleep(self._window)
+            await self._flush()
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -98,6 +99,9 @@ class LocalBackend:
 
     def identity(self, capability: str) -> ModelIdentity:
         return self._ids[capability]
+
+    def serves_adapter(self, adapter: str) -> bool:
+        return "generate" in self._ids and self._ids["generate"].adapter == adapter
 
     def load(self) -> None:
         """Load the models now (start-up) rather than on the first call."""

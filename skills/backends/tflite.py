@@ -45,6 +45,9 @@ class TFLiteBackend:
     def identity(self, capability: str) -> ModelIdentity:
         return self._ids[capability]
 
+    def serves_adapter(self, adapter: str) -> bool:
+        return False
+
     def _model(self, capability: str) -> tuple[Any, Any]:
         with self._lock:
             if capability not in self._models:

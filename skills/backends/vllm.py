@@ -46,6 +46,10 @@ class VLLMBackend:
     def identity(self, capability: str) -> ModelIdentity:
         return self._identity
 
+    def serves_adapter(self, adapter: str) -> bool:
+        """Adapters are served models (`--lora-modules`); before /v1/models was read, assume it may."""
+        return not self._served or adapter in self._served
+
     async def check_ready(self) -> None:
         """Refuse to serve unless /v1/models lists the configured release (and embed model)."""
         try:

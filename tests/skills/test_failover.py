@@ -21,8 +21,9 @@ def _closed_port() -> int:
 
 def test_dead_vllm_fails_over_to_local_and_the_breaker_opens() -> None:
     async def scenario() -> None:
-        dead = VLLMBackend(f"http://127.0.0.1:{_closed_port()}", served_model=None, embed_model="minilm",
-                           timeout_s=2)
+        dead = VLLMBackend(
+            f"http://127.0.0.1:{_closed_port()}", served_model=None, embed_model="minilm", timeout_s=2
+        )
         local = LocalBackend(reasoner=None, embedder="embedded:all-minilm-l6-v2")
         router = FailoverRouter([dead, local], timeout_s=30, breaker_threshold=2, breaker_cooldown_s=60)
         for _ in range(3):
