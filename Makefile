@@ -39,7 +39,7 @@ $(TFLITE_STAMP):
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy hai_tools trainer skills export evals governance
+	$(VENV)/bin/mypy hai_tools trainer skills export evals governance mcp_server.py
 
 test: lint tflite-env
 	$(VENV)/bin/pytest -q -p no:cacheprovider
