@@ -148,3 +148,38 @@ def server_env(hai_home: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture(scope="session")
+def minilm_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged MiniLM built by `python -m export tflite --embedder` (fp32 + int8)."""
+    from export.__main__ import main
+
+    out = tmp_path_factory.mktemp("edge") / "minilm"
+    assert main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_tflite(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny merged model built by `python -m export tflite --causal_lm` (prefill/decode, KV cache 128)."""
+    from export.__main__ import main
+
+    out = tmp_path_factory.mktemp("edge") / "tiny-lm"
+    assert (
+        main(
+            [
+                "tflite",
+                "--causal_lm",
+                str(merged_tiny),
+                "--output_dir",
+                str(out),
+                "--seq_len",
+                "128",
+                "--prefill_len",
+                "16",
+            ]
+        )
+        == 0
+    )
+    return out

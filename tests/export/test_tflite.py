@@ -13,9 +13,8 @@ from export.tflite import TFLiteModel, embed_tflite
 from hai_tools.manifest import verify_artifact
 
 
-def test_minilm_tflite_fp32_exact_and_int8_small(tmp_path: Path) -> None:
-    out = tmp_path / "minilm"
-    assert main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(out)]) == 0
+def test_minilm_tflite_fp32_exact_and_int8_small(minilm_tflite: Path) -> None:
+    out = minilm_tflite
     manifest = verify_artifact(out, kind="tflite_embedder")
     variants = manifest.metrics["variants"]
     assert variants["fp32"]["min_cosine"] >= 0.9999
@@ -29,24 +28,9 @@ def test_minilm_tflite_fp32_exact_and_int8_small(tmp_path: Path) -> None:
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
 
 
-def test_tiny_causal_lm_tflite_greedy_decode_matches_pytorch(merged_tiny: Path, tmp_path: Path) -> None:
-    out = tmp_path / "lm"
-    assert (
-        main(
-            [
-                "tflite",
-                "--causal_lm",
-                str(merged_tiny),
-                "--output_dir",
-                str(out),
-                "--seq_len",
-                "128",
-                "--prefill_len",
-                "16",
-            ]
-        )
-        == 0
-    )
+def test_tiny_causal_lm_tflite_greedy_decode_matches_pytorch(tiny_lm_tflite: Path, merged_tiny: Path) -> None:
+    """Prompts longer than the prefill signature (16) exercise prefill + decode-step filling of the cache."""
+    out = tiny_lm_tflite
     manifest = verify_artifact(out, kind="tflite_causal_lm")
     fp32 = manifest.metrics["variants"]["fp32"]
     assert fp32["greedy_exact"] == 1.0 and fp32["top1_agreement"] == 1.0

@@ -31,16 +31,35 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server_url(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory,
-               server_env: dict[str, str]) -> Iterator[str]:
-    config = write_server_config(tmp_path_factory.mktemp("http") / "server.yaml", release=str(merged_tiny),
-                                 reasoner=str(merged_tiny), embedder="embedded:all-minilm-l6-v2", backends=["local"])
+def server_url(
+    merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
+) -> Iterator[str]:
+    config = write_server_config(
+        tmp_path_factory.mktemp("http") / "server.yaml",
+        release=str(merged_tiny),
+        reasoner=str(merged_tiny),
+        embedder="embedded:all-minilm-l6-v2",
+        backends=["local"],
+    )
     port = _free_port()
     env = {**server_env, "HAI_MCP_TOKEN": TOKEN}
     log = tmp_path_factory.mktemp("http-log") / "server.log"
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "mcp_server.py"), "--http", "--port", str(port),
-                                 "--config", str(config)], cwd=ROOT, env=env, stdout=handle, stderr=handle)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=handle,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while True:
@@ -69,10 +88,13 @@ def test_valid_token_calls_every_tool(server_url: str) -> None:
         async with _client(server_url, TOKEN) as client:
             return {
                 "embed": await client.call_tool("embed", {"texts": ["fever"]}),
-                "reason": await client.call_tool("reason", {"question": "A 3-year-old with fever and rash: what to "
-                                                            "consider?", "max_new_tokens": 8}),
-                "screen": await client.call_tool("screen", {"case_id": "h1", "age_months": 30,
-                                                            "observations": "Says about 50 words."}),
+                "reason": await client.call_tool(
+                    "reason",
+                    {"question": "A 3-year-old with fever and rash: what to consider?", "max_new_tokens": 8},
+                ),
+                "screen": await client.call_tool(
+                    "screen", {"case_id": "h1", "age_months": 30, "observations": "Says about 50 words."}
+                ),
             }
 
     results = asyncio.run(body())
@@ -83,8 +105,11 @@ def test_valid_token_calls_every_tool(server_url: str) -> None:
 
 @pytest.mark.parametrize("token", ["wrong-token", None])
 def test_wrong_or_missing_token_is_refused(server_url: str, token: str | None) -> None:
-    response = httpx.post(f"{server_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                          headers={"Authorization": f"Bearer {token}"} if token else {})
+    response = httpx.post(
+        f"{server_url}/mcp",
+        json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
     assert response.status_code == 401
 
     async def body() -> None:
@@ -110,8 +135,11 @@ def test_health_ready_and_rest_screening(server_url: str) -> None:
 
 
 def test_malformed_json_rpc_is_refused_and_the_server_keeps_serving(server_url: str) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json",
-               "Accept": "application/json, text/event-stream"}
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
     for body in (b"{this is not json", b'{"jsonrpc": "2.0", "method": 42}', b"[]"):
         response = httpx.post(f"{server_url}/mcp", content=body, headers=headers)
         assert 400 <= response.status_code < 500 or b"error" in response.content

@@ -1,0 +1,56 @@
+"""The on-device fallback: the MCP server with only the tflite backend, on export's LiteRT models (the MiniLM
+embedder and a causal LM with prefill/decode signatures), answering through the SDK client over stdio."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mcp import Client, StdioServerParameters
+
+from tests.conftest import write_server_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tflite_backend_embeds_and_reasons(
+    minilm_tflite: Path, tiny_lm_tflite: Path, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        backends=["tflite"],
+        reasoner=None,
+        embedder=None,
+        tflite={"embedder_dir": str(minilm_tflite), "reasoner_dir": str(tiny_lm_tflite)},
+    )
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[str(ROOT / "mcp_server.py"), "--config", str(config)],
+        env=server_env,
+        cwd=str(ROOT),
+    )
+
+    async def body() -> dict[str, Any]:
+        async with Client(params, read_timeout_seconds=300) as client:
+            return {
+                "embed": await client.call_tool("embed", {"texts": ["fever and rash", "fever with a rash"]}),
+                "reason": await client.call_tool(
+                    "reason",
+                    {
+                        "question": "A 9-month-old does not sit without support. Is this a red flag?",
+                        "max_new_tokens": 8,
+                    },
+                ),
+            }
+
+    out = asyncio.run(body())
+    embed = out["embed"].structured_content
+    assert not out["embed"].is_error and embed["backend"] == "tflite" and embed["dimension"] == 384
+    a, b = (np.asarray(v) for v in embed["vectors"])
+    assert float(a @ b) > 0.8  # near-paraphrases stay close on the int8 edge model
+    reason = out["reason"].structured_content
+    assert not out["reason"].is_error and reason["backend"] == "tflite"
+    assert reason["requires_clinician_review"] is True and reason["model"]["release"].startswith("tflite-")

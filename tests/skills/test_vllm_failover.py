@@ -1,0 +1,107 @@
+"""The vLLM backend against a real OpenAI-compatible server on loopback (`transformers serve` on the tiny
+merged model; vLLM itself needs CUDA and cannot be installed here). Killing that server mid-test makes calls
+fail over to the local backend with no failed call, and each result says which backend answered."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.conftest import write_server_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_killing_the_openai_server_fails_over_without_a_failed_call(
+    merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    port = _free_port()
+    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    assert serve, "transformers CLI missing from the venv"
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed at the end of the test
+    server = subprocess.Popen(
+        [serve, "serve", str(merged_tiny), "--port", str(port)],
+        env=server_env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    base = f"http://localhost:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+        try:
+            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        reasoner=str(merged_tiny),
+        embedder="embedded:all-minilm-l6-v2",
+        backends=["vllm", "local"],
+        vllm={"base_url": base, "served_model": str(merged_tiny)},
+        timeout_s=60,
+    )
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[str(ROOT / "mcp_server.py"), "--config", str(config)],
+        env=server_env,
+        cwd=str(ROOT),
+    )
+    question = {
+        "question": "A 2-year-old with a new limp and fever: what should be considered?",
+        "max_new_tokens": 6,
+    }
+
+    async def scenario() -> tuple[list[str], list[bool]]:
+        backends, errors = [], []
+        async with Client(params, read_timeout_seconds=300) as client:
+            for step in range(4):
+                if step == 2:
+                    server.kill()
+                    server.wait(timeout=30)
+                result = await client.call_tool("reason", question)
+                errors.append(result.is_error)
+                backends.append(result.structured_content["backend"] if not result.is_error else "error")
+        return backends, errors
+
+    try:
+        backends, errors = asyncio.run(scenario())
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+    assert errors == [False, False, False, False]
+    assert backends == ["vllm", "vllm", "local", "local"]
+
+
+def test_vllm_backend_refuses_a_server_that_does_not_serve_the_release(tmp_path: Path) -> None:
+    from skills.backends.base import BackendUnavailable
+    from skills.backends.vllm import VLLMBackend
+
+    async def scenario() -> None:
+        backend = VLLMBackend(f"http://127.0.0.1:{_free_port()}", served_model="release-x", timeout_s=2)
+        with pytest.raises(BackendUnavailable, match="not ready"):
+            await backend.check_ready()
+        await backend.close()
+
+    asyncio.run(scenario())
