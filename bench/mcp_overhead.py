@@ -1,0 +1,127 @@
+"""Latency an MCP tool call over streamable HTTP on loopback adds to a direct skill call: the same `embed`
+request, direct (in-process EmbedSkill) and through `mcp_server.py --http` in its own process, measured side
+by side in one run. Goal: under 5 ms at p50.
+
+    .venv/bin/python bench/mcp_overhead.py [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("USE_TF", "0")
+
+import httpx
+import httpx2
+import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp_server import Skills
+from skills.config import load_server_config
+from skills.contracts import EmbedRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"
+TEXT = ["Caregiver reports the child walks without holding on."]
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def direct(config_path: Path, calls: int) -> list[float]:
+    skills = Skills(load_server_config(config_path))
+    await skills.start()
+    request = EmbedRequest(texts=TEXT)
+    await skills.embed.embed(request)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await skills.embed.embed(request)
+        times.append((time.perf_counter() - started) * 1000)
+    await skills.close()
+    return times
+
+
+async def over_mcp(url: str, calls: int) -> list[float]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
+    times = []
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+        await client.call_tool("embed", {"texts": TEXT})
+        for _ in range(calls):
+            started = time.perf_counter()
+            result = await client.call_tool("embed", {"texts": TEXT})
+            times.append((time.perf_counter() - started) * 1000)
+            assert not result.is_error
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "server.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "reasoner": None,
+                    "embedder": "embedded:all-minilm-l6-v2",
+                    "backends": ["local"],
+                    "audit_log": str(Path(scratch) / "audit.jsonl"),
+                }
+            )
+        )
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "HAI_MCP_TOKEN": TOKEN}
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(240):
+                try:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            direct_ms = asyncio.run(direct(config, args.calls))
+            mcp_ms = asyncio.run(over_mcp(url, args.calls))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(f"{'path':<22} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'direct skill call':<22} {statistics.median(direct_ms):>8.2f} {_pct(direct_ms, 0.99):>8.2f}")
+    print(f"{'MCP over HTTP':<22} {statistics.median(mcp_ms):>8.2f} {_pct(mcp_ms, 0.99):>8.2f}")
+    print(
+        f"added by MCP: p50 {statistics.median(mcp_ms) - statistics.median(direct_ms):.2f} ms, "
+        f"p99 {_pct(mcp_ms, 0.99) - _pct(direct_ms, 0.99):.2f} ms (goal p50 < 5 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
