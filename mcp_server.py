@@ -108,7 +108,9 @@ class Skills:
         for backend in self.backends:
             if isinstance(backend, LocalBackend):
                 await asyncio.to_thread(backend.load)
-            elif isinstance(backend, VLLMBackend):
+            elif isinstance(backend, VLLMBackend) and (
+                backend.supports("generate") or backend.supports("embed")
+            ):
                 try:
                     await backend.check_ready()
                 except BackendUnavailable as exc:
