@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -315,7 +316,12 @@ def build_http_app(skills: Skills, token: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     offline_defaults()
     parser = argparse.ArgumentParser(prog="python mcp_server.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="YAML server config (see configs/mcp_server.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ["HAI_MCP_CONFIG"]) if os.environ.get("HAI_MCP_CONFIG") else None,
+        help="YAML server config (default: $HAI_MCP_CONFIG; see configs/mcp_server.yaml)",
+    )
     parser.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
