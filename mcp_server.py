@@ -63,6 +63,13 @@ class Skills:
         self.embed = EmbedSkill(router, audit)
         self.reasoner = ReasonerSkill(router, default_policy(), audit)
         self.release = self._release()
+        if self.release is not None:  # results name the release when it is the model that answers
+            for backend in self.backends:
+                for capability in ("generate", "embed"):
+                    if backend.supports(capability):
+                        identity = backend.identity(capability)
+                        if identity.manifest_hash == self.release["hash"]:
+                            identity.release = self.release["name"]
 
     def _backend(self, name: str) -> Any:
         config = self.config
@@ -99,6 +106,7 @@ class Skills:
             if card.exists()
             else f"# {manifest.name}\n\nNo model card in {folder.name}.",
             "name": manifest.name,
+            "hash": manifest.content_hash,
         }
 
     async def start(self) -> None:

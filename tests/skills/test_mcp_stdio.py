@@ -95,6 +95,7 @@ def test_every_tool_and_resource_end_to_end(
     assert reason["requires_clinician_review"] is True and "Clinical decision support" in reason["disclaimer"]
     assert reason["backend"] == "local" and reason["model"]["adapter"] == "tiny-lora"
     assert reason["model"]["manifest_hash"].startswith("sha256:") and reason["answer"]
+    assert reason["model"]["release"] == "tiny-lora"
     assert progress and progress[-1] == 2
     screen = out["screen"].structured_content
     assert screen["case_id"] == "case-1" and screen["requires_clinician_review"] is True
