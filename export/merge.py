@@ -71,6 +71,15 @@ def merge_adapter(
     with atomic_folder(Path(output_dir)) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        card = (
+            (Path(adapter_dir) / "README.md").read_text()
+            if (Path(adapter_dir) / "README.md").exists()
+            else ""
+        )
+        (tmp / "README.md").write_text(
+            card + f"\n## Merged model\nThe adapter `{adapter.name}` ({adapter.content_hash}) merged into "
+            f"`{base.id}`; parity with base+adapter is in `manifest.json` (`parity_max_abs_logit_diff`).\n"
+        )
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
         diff = max_abs_diff(with_adapter, causal_logits(reloaded, batches))
         log.info("merge parity (%s): max |logit diff| = %.3g (tolerance %.1g)", parity_dtype, diff, tolerance)

@@ -141,3 +141,30 @@ def test_bad_input_gets_typed_errors_and_the_server_keeps_serving(
     assert "UnknownAdapter" in errors[7].content[0].text
     assert not after.is_error
     assert all(not r.is_error and r.structured_content["backend"] == "local" for r in burst)
+
+
+def test_server_refuses_a_release_that_does_not_verify(
+    merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    import shutil
+    import subprocess
+
+    release = tmp_path / "release"
+    shutil.copytree(merged_tiny, release)
+    weights = bytearray((release / "model.safetensors").read_bytes())
+    weights[-1] ^= 0x01
+    (release / "model.safetensors").write_bytes(bytes(weights))
+    config = write_server_config(
+        tmp_path / "server.yaml", release=str(release), reasoner=str(merged_tiny), backends=["local"]
+    )
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config)],
+        cwd=ROOT,
+        env=server_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2
+    assert "model.safetensors (hash mismatch)" in proc.stderr.strip().splitlines()[-1]
