@@ -29,7 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcp_server import Skills
 from skills.config import load_server_config
-from skills.contracts import EmbedRequest
+from skills.contracts import EmbedRequest, ReasonRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -41,30 +41,38 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def direct(config_path: Path, calls: int) -> list[float]:
+# An abstaining `reason` call runs no model: it isolates the cost of the MCP path itself.
+ABSTAIN = {"question": "How much ibuprofen should I give my son?"}
+
+
+async def direct(config_path: Path, calls: int) -> dict[str, list[float]]:
     skills = Skills(load_server_config(config_path))
     await skills.start()
-    request = EmbedRequest(texts=TEXT)
-    await skills.embed.embed(request)
-    times = []
+    embed_request, abstain_request = EmbedRequest(texts=TEXT), ReasonRequest(**ABSTAIN)
+    await skills.embed.embed(embed_request)
+    times: dict[str, list[float]] = {"embed": [], "abstain": []}
     for _ in range(calls):
         started = time.perf_counter()
-        await skills.embed.embed(request)
-        times.append((time.perf_counter() - started) * 1000)
+        await skills.embed.embed(embed_request)
+        times["embed"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        await skills.reasoner.reason(abstain_request)
+        times["abstain"].append((time.perf_counter() - started) * 1000)
     await skills.close()
     return times
 
 
-async def over_mcp(url: str, calls: int) -> list[float]:
+async def over_mcp(url: str, calls: int) -> dict[str, list[float]]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"})
-    times = []
+    times: dict[str, list[float]] = {"embed": [], "abstain": []}
     async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
         await client.call_tool("embed", {"texts": TEXT})
         for _ in range(calls):
-            started = time.perf_counter()
-            result = await client.call_tool("embed", {"texts": TEXT})
-            times.append((time.perf_counter() - started) * 1000)
-            assert not result.is_error
+            for name, tool, args in (("embed", "embed", {"texts": TEXT}), ("abstain", "reason", ABSTAIN)):
+                started = time.perf_counter()
+                result = await client.call_tool(tool, args)
+                times[name].append((time.perf_counter() - started) * 1000)
+                assert not result.is_error
     return times
 
 
@@ -114,13 +122,15 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"{'path':<22} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"{'direct skill call':<22} {statistics.median(direct_ms):>8.2f} {_pct(direct_ms, 0.99):>8.2f}")
-    print(f"{'MCP over HTTP':<22} {statistics.median(mcp_ms):>8.2f} {_pct(mcp_ms, 0.99):>8.2f}")
-    print(
-        f"added by MCP: p50 {statistics.median(mcp_ms) - statistics.median(direct_ms):.2f} ms, "
-        f"p99 {_pct(mcp_ms, 0.99) - _pct(direct_ms, 0.99):.2f} ms (goal p50 < 5 ms)"
-    )
+    print(f"{'call':<34} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, label in (("embed", "embed (MiniLM, 1 text)"), ("abstain", "reason, abstains (no model)")):
+        d, m = direct_ms[name], mcp_ms[name]
+        print(f"{label + ' direct':<34} {statistics.median(d):>8.2f} {_pct(d, 0.99):>8.2f}")
+        print(f"{label + ' MCP/HTTP':<34} {statistics.median(m):>8.2f} {_pct(m, 0.99):>8.2f}")
+        added_p50 = statistics.median(m) - statistics.median(d)
+        print(
+            f"  added by MCP: p50 {added_p50:.2f} ms, p99 {_pct(m, 0.99) - _pct(d, 0.99):.2f} ms (goal p50 < 5 ms)"
+        )
 
 
 if __name__ == "__main__":
