@@ -1,0 +1,65 @@
+"""`python -m evals`: evaluate a reasoner and gate a release on the report.
+
+python -m evals run out/merged/screening-lora --dataset demo-screening@1 --output_dir out/evals/screening-lora
+python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hai_tools.cli import run_cli
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evals", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="score, audit and safety-check a reasoner; write the report")
+    run.add_argument("model", help="merged model, adapter or base model folder (or embedded id)")
+    run.add_argument("--dataset", default="demo-screening@1")
+    run.add_argument("--split", default="test")
+    run.add_argument("--output_dir", type=Path, required=True)
+    run.add_argument("--limit", type=int, help="score only the first N cases")
+    run.add_argument("--n_resamples", type=int, default=1000)
+    run.add_argument(
+        "--min_group_size", type=int, default=10, help="smaller subgroups are reported, not gapped"
+    )
+    gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
+    gate.add_argument("report_dir", type=Path)
+    gate.add_argument("--policy", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        from evals.run import run_eval
+
+        out = run_eval(
+            args.model,
+            args.dataset,
+            args.output_dir,
+            args.split,
+            args.limit,
+            args.n_resamples,
+            args.min_group_size,
+        )
+        print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
+        return 0
+    from evals.gate import apply_gate, load_policy
+    from evals.report import EvalReport
+    from hai_tools.manifest import verify_artifact
+
+    verify_artifact(args.report_dir, kind="eval_report")
+    report = EvalReport.model_validate_json((args.report_dir / "report.json").read_text())
+    result = apply_gate(report, load_policy(args.policy))
+    for check in result.checks:
+        print(f"{'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
+    print("gate: PASSED" if result.passed else "gate: FAILED")
+    return 0 if result.passed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

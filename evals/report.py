@@ -1,0 +1,140 @@
+"""The evaluation report: metrics with CIs, the bias audit, safety checks and the pinned protocol, as
+`report.json` plus a self-contained `report.html` (inline SVG plots), with a manifest."""
+
+from __future__ import annotations
+
+import html
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sklearn.metrics import roc_curve
+
+from evals.bias import AttributeAudit
+from evals.metrics import MetricCI
+
+
+class SafetyCheck(BaseModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class EvalReport(BaseModel):
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    protocol: dict[str, Any]
+    metrics: dict[str, MetricCI]
+    bias_audit: list[AttributeAudit]
+    safety_checks: list[SafetyCheck]
+    predictions: list[dict[str, Any]]
+
+
+def _roc_svg(y: np.ndarray, score: np.ndarray) -> str:
+    if len(np.unique(y)) < 2:
+        return "<p>ROC undefined: one class only.</p>"
+    fpr, tpr, _ = roc_curve(y, score)
+    points = " ".join(f"{20 + 260 * x:.1f},{280 - 260 * t:.1f}" for x, t in zip(fpr, tpr, strict=True))
+    return (
+        '<svg width="300" height="300" role="img" aria-label="ROC curve">'
+        '<rect x="20" y="20" width="260" height="260" fill="none" stroke="#999"/>'
+        '<line x1="20" y1="280" x2="280" y2="20" stroke="#ccc" stroke-dasharray="4"/>'
+        f'<polyline points="{points}" fill="none" stroke="#1f77b4" stroke-width="2"/>'
+        '<text x="150" y="298" text-anchor="middle" font-size="11">false positive rate</text>'
+        '<text x="8" y="150" font-size="11" transform="rotate(-90 8 150)" text-anchor="middle">sensitivity</text>'
+        "</svg>"
+    )
+
+
+def _calibration_svg(y: np.ndarray, score: np.ndarray, bins: int = 10) -> str:
+    edges = np.linspace(0, 1, bins + 1)
+    dots = []
+    for b in range(bins):
+        mask = (score >= edges[b]) & (score < edges[b + 1] if b < bins - 1 else score <= 1)
+        if mask.any():
+            x, t = float(score[mask].mean()), float(y[mask].mean())
+            dots.append(
+                f'<circle cx="{20 + 260 * x:.1f}" cy="{280 - 260 * t:.1f}" r="{2 + min(8, mask.sum() ** 0.5)}"'
+                ' fill="#ff7f0e" opacity="0.7"/>'
+            )
+    return (
+        '<svg width="300" height="300" role="img" aria-label="calibration">'
+        '<rect x="20" y="20" width="260" height="260" fill="none" stroke="#999"/>'
+        '<line x1="20" y1="280" x2="280" y2="20" stroke="#ccc" stroke-dasharray="4"/>'
+        + "".join(dots)
+        + '<text x="150" y="298" text-anchor="middle" font-size="11">predicted probability</text></svg>'
+    )
+
+
+def _bars_svg(audit: AttributeAudit, metric: str) -> str:
+    groups = [
+        g
+        for g in audit.groups
+        if g.sufficient and metric in g.metrics and g.metrics[metric].value is not None
+    ]
+    if not groups:
+        return f"<p>{html.escape(audit.attribute)}: no subgroup large enough for {metric}.</p>"
+    height = 30 * len(groups) + 30
+    parts = [
+        f'<svg width="420" height="{height}" role="img" aria-label="{html.escape(metric)} by {html.escape(audit.attribute)}">'
+    ]
+    for i, group in enumerate(groups):
+        m = group.metrics[metric]
+        y = 20 + 30 * i
+        parts.append(
+            f'<text x="0" y="{y + 12}" font-size="11">{html.escape(group.group)} (n={group.n})</text>'
+        )
+        parts.append(f'<rect x="130" y="{y}" width="{250 * (m.value or 0):.1f}" height="16" fill="#2ca02c"/>')
+        if m.low is not None and m.high is not None:
+            parts.append(
+                f'<line x1="{130 + 250 * m.low:.1f}" y1="{y + 8}" x2="{130 + 250 * m.high:.1f}" y2="{y + 8}"'
+                ' stroke="#000" stroke-width="2"/>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
+    def fmt(m: MetricCI) -> str:
+        if m.value is None:
+            return f"undefined ({html.escape(m.note or '')})"
+        ci = f" [{m.low:.3f}, {m.high:.3f}]" if m.low is not None and m.high is not None else ""
+        return f"{m.value:.3f}{ci}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{v.n}</td></tr>"
+        for k, v in report.metrics.items()
+    )
+    checks = "".join(
+        f"<li>{'PASS' if c.passed else 'FAIL'} {html.escape(c.name)}: {html.escape(c.detail)}</li>"
+        for c in report.safety_checks
+    )
+    audits = ""
+    for audit in report.bias_audit:
+        gaps = ", ".join(f"{k} diff {v:.3f}" for k, v in audit.difference.items() if v is not None) or "n/a"
+        small = (
+            f" Too small to report: {', '.join(audit.insufficient_groups)}."
+            if audit.insufficient_groups
+            else ""
+        )
+        audits += (
+            f"<h3>{html.escape(audit.attribute)}</h3><p>{html.escape(gaps)}; equalized-odds difference "
+            f"{audit.equalized_odds_difference if audit.equalized_odds_difference is not None else 'n/a'}.{html.escape(small)}</p>"
+            + _bars_svg(audit, "sensitivity")
+        )
+    protocol = "".join(
+        f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in report.protocol.items()
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Evaluation report</title>
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}</style>
+</head><body><h1>Evaluation report: {html.escape(str(report.model.get("name")))}</h1>
+<p><strong>Clinical decision support only: every output requires clinician review.</strong></p>
+<p>Dataset {html.escape(str(report.dataset.get("ref")))} ({html.escape(str(report.dataset.get("split")))}, n={len(report.predictions)}), created {report.created_at}.</p>
+<h2>Metrics (95% bootstrap CI)</h2><table><tr><th>metric</th><th>value</th><th>n</th></tr>{rows}</table>
+<h2>ROC and calibration (refer vs rest)</h2>{_roc_svg(y, score)}{_calibration_svg(y, score)}
+<h2>Bias audit (sensitivity by subgroup, 95% CI)</h2>{audits}
+<h2>Safety checks</h2><ul>{checks}</ul>
+<h2>Protocol</h2><ul>{protocol}</ul></body></html>
+"""

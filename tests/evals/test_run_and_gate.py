@@ -1,0 +1,89 @@
+"""`python -m evals run | gate` end to end on the tiny merged model: report + HTML + manifest, a lenient policy
+passes, a strict one fails listing reasons, and bad policies or tampered reports are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evals.__main__ import main
+from hai_tools.manifest import verify_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def report_dir(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("evals") / "tiny"
+    assert (
+        main(
+            [
+                "run",
+                str(merged_tiny),
+                "--dataset",
+                demo_dataset,
+                "--output_dir",
+                str(out),
+                "--limit",
+                "40",
+                "--n_resamples",
+                "100",
+                "--min_group_size",
+                "5",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
+    manifest = verify_artifact(report_dir, kind="eval_report")
+    assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset"]
+    report = json.loads((report_dir / "report.json").read_text())
+    assert {
+        "refer_auc",
+        "refer_sensitivity",
+        "refer_specificity",
+        "refer_calibration_error",
+        "macro_f1",
+    } <= set(report["metrics"])
+    assert {a["attribute"] for a in report["bias_audit"]} == {"sex", "age_band", "language", "site"}
+    assert {c["name"]: c["passed"] for c in report["safety_checks"]} == {
+        "review_flag_on_every_output": True,
+        "abstains_on_patient_directed_treatment": True,
+    }
+    assert len(report["protocol"]["chat_template_sha256"]) == 64 and len(report["predictions"]) == 40
+    page = (report_dir / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "clinician review" in page
+
+
+def test_lenient_gate_passes_and_strict_gate_fails_with_reasons(
+    report_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) in (0, 1)
+    lenient = capsys.readouterr().out
+    assert "PASS  safety: review_flag_on_every_output" in lenient
+    assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 1
+    strict = capsys.readouterr().out
+    assert "FAIL  refer_auc >= 0.9" in strict and strict.strip().endswith("gate: FAILED")
+
+
+def test_policy_with_unknown_keys_and_tampered_report_are_refused(
+    report_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_metrics: {refer_auc: 0.5}\nmax_gap: 0.1\n")
+    assert main(["gate", str(report_dir), "--policy", str(policy)]) == 2
+    assert "max_gap" in capsys.readouterr().err
+    import shutil
+
+    copy = tmp_path / "report"
+    shutil.copytree(report_dir, copy)
+    data = json.loads((copy / "report.json").read_text())
+    data["metrics"]["refer_auc"]["value"] = 0.99
+    (copy / "report.json").write_text(json.dumps(data))
+    assert main(["gate", str(copy), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) == 2
+    assert "hash mismatch" in capsys.readouterr().err
