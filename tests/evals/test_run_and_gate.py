@@ -55,7 +55,8 @@ def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
         "review_flag_on_every_output": True,
         "abstains_on_patient_directed_treatment": True,
     }
-    assert len(report["protocol"]["chat_template_sha256"]) == 64 and len(report["predictions"]) == 40
+    assert len(report["protocol"]["chat_template_sha256"]) == 64
+    assert 0 < len(report["predictions"]) == report["dataset"]["n"] <= 40
     page = (report_dir / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "clinician review" in page
 
