@@ -95,10 +95,23 @@ class Skills:
         """The release folder's manifest (verified) and card; refuse to start on one that does not verify."""
         if not self.config.release:
             return None
-        from hai_tools.manifest import verify_artifact
+        from hai_tools.errors import ConfigError
+        from hai_tools.manifest import load_manifest, verify_artifact
 
         folder = Path(self.config.release)
-        manifest = verify_artifact(folder)
+        served_hash = None
+        if (folder / "manifest.json").exists() and load_manifest(folder).kind == "release":
+            if not self.config.release_public_key:
+                raise ConfigError(
+                    "a signed release needs release_public_key (the trusted ed25519 public key)"
+                )
+            from governance.release import verify_release
+
+            verify_release(folder, Path(self.config.release_public_key))
+            manifest = load_manifest(folder)
+            served_hash = manifest.input("merged_model").hash
+        else:
+            manifest = verify_artifact(folder)
         card = folder / "README.md"
         return {
             "manifest": (folder / "manifest.json").read_text(),
@@ -106,7 +119,7 @@ class Skills:
             if card.exists()
             else f"# {manifest.name}\n\nNo model card in {folder.name}.",
             "name": manifest.name,
-            "hash": manifest.content_hash,
+            "hash": served_hash or manifest.content_hash,
         }
 
     async def start(self) -> None:

@@ -25,6 +25,8 @@ from hai_tools import __version__
 from hai_tools.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "release.sig"  # a release's signature over its manifest: outside the manifest by definition
+UNHASHED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 _CHUNK = 1 << 20
 
 
@@ -37,7 +39,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def hash_tree(folder: Path, exclude: frozenset[str] = frozenset({MANIFEST_NAME})) -> dict[str, str]:
+def hash_tree(folder: Path, exclude: frozenset[str] = UNHASHED) -> dict[str, str]:
     """sha256 of every file below `folder`, keyed by its POSIX path relative to the folder."""
     hashes: dict[str, str] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):

@@ -40,6 +40,9 @@ class ServerConfig(BaseModel):
     release: str | None = Field(
         None, description="artifact folder whose card and manifest are served as resources"
     )
+    release_public_key: str | None = Field(
+        None, description="trusted ed25519 key; required for a signed release"
+    )
     reasoner: str | None = Field(
         EMBEDDED_REASONER, description="local reasoner: model/merged/adapter folder or id"
     )

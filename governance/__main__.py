@@ -1,0 +1,58 @@
+"""`python -m governance`: keys, signed releases with their model cards, and verification.
+
+    python -m governance keygen --out keys/release
+    python -m governance release out/merged/screening-lora --report out/evals/screening-lora \
+        --policy configs/gate_lenient.yaml --key keys/release.key --output_dir out/releases/screening-lora
+    python -m governance verify out/releases/screening-lora --public_key keys/release.pub
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hai_tools.cli import run_cli
+
+
+def _main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m governance", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    keygen = sub.add_parser("keygen", help="an ed25519 key pair for signing releases")
+    keygen.add_argument(
+        "--out", type=Path, required=True, help="path prefix: writes PREFIX.key and PREFIX.pub"
+    )
+    release = sub.add_parser("release", help="bundle a gate-passing merged model into a signed release")
+    release.add_argument("merged", type=Path)
+    release.add_argument("--report", type=Path, required=True, help="eval report folder of that merged model")
+    release.add_argument("--policy", type=Path, required=True)
+    release.add_argument("--key", type=Path, required=True, help="ed25519 private key (PEM)")
+    release.add_argument("--output_dir", type=Path, required=True)
+    release.add_argument("--release_id")
+    verify = sub.add_parser("verify", help="check a release's signature and every hash down its chain")
+    verify.add_argument("path", type=Path)
+    verify.add_argument("--public_key", type=Path, required=True, help="the trusted ed25519 public key (PEM)")
+    args = parser.parse_args(argv)
+    from governance.release import create_release, verify_release
+    from governance.release import keygen as make_keys
+
+    if args.action == "keygen":
+        private, public = make_keys(args.out)
+        print(f"private key: {private} (keep secret)\npublic key:  {public}")
+    elif args.action == "release":
+        out = create_release(
+            args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id
+        )
+        print(f"release: {out}")
+    else:
+        links = verify_release(args.path, args.public_key)
+        print(f"ok release {args.path}: signature and {len(links)} linked artifact(s) verified")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The release's model card: a Hugging Face metadata header, the sections of Mitchell et al. (2019) and the
+medical fields of the CHAI applied model card, filled from the manifests, the registry and the eval report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evals.gate import GateResult
+from evals.report import EvalReport
+from hai_tools.manifest import load_manifest
+from hai_tools.registry import open_registry
+from hai_tools.registry.base import parse_ref
+
+
+def _fmt(metric: Any) -> str:
+    if metric.value is None:
+        return f"undefined ({metric.note})"
+    ci = (
+        f" (95% CI {metric.low:.3f}–{metric.high:.3f})"
+        if metric.low is not None and metric.high is not None
+        else ""
+    )
+    return f"{metric.value:.3f}{ci}"
+
+
+def render_model_card(
+    name: str, merged_dir: Path, report: EvalReport, gate: GateResult, lineage: list[Any]
+) -> str:
+    merged = load_manifest(merged_dir)
+    adapter_input = merged.input("adapter")
+    adapter = load_manifest(Path(adapter_input.uri)) if adapter_input.uri else None
+    dataset_ref = adapter.input("dataset").name if adapter else report.dataset["ref"]
+    dataset = open_registry().get_dataset(*parse_ref(dataset_ref), missing_ok=True)
+    config = adapter.config if adapter else {}
+    dp = config.get("dp") or None
+    header = {
+        "base_model": merged.input("base_model").name,
+        "license": config.get("license", "other"),
+        "datasets": [dataset_ref],
+        "tags": ["hai-tools", "medical", "clinical-decision-support", "clinician-review-required"],
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {
+                            "type": "text-classification",
+                            "name": "developmental screening (refer vs rest)",
+                        },
+                        "dataset": {
+                            "name": report.dataset["ref"],
+                            "type": report.dataset["ref"].split("@")[0],
+                            "split": report.dataset["split"],
+                        },
+                        "metrics": [
+                            {"type": k, "value": round(v.value, 4)}
+                            for k, v in report.metrics.items()
+                            if v.value is not None
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    metric_rows = "\n".join(f"| {k} | {_fmt(v)} | {v.n} |" for k, v in report.metrics.items())
+    subgroup_rows = []
+    for audit in report.bias_audit:
+        for group in audit.groups:
+            if group.sufficient:
+                sens, spec = group.metrics.get("sensitivity"), group.metrics.get("specificity")
+                subgroup_rows.append(
+                    f"| {audit.attribute} | {group.group} | {group.n} | "
+                    f"{_fmt(sens) if sens else 'n/a'} | {_fmt(spec) if spec else 'n/a'} |"
+                )
+            else:
+                subgroup_rows.append(
+                    f"| {audit.attribute} | {group.group} | {group.n} | too small to report | |"
+                )
+    gaps = "\n".join(
+        f"- {a.attribute}: "
+        + ", ".join(f"{k} difference {v:.3f}" for k, v in a.difference.items() if v is not None)
+        + (
+            f"; equalized-odds difference {a.equalized_odds_difference:.3f}"
+            if a.equalized_odds_difference is not None
+            else ""
+        )
+        for a in report.bias_audit
+    )
+    gate_rows = "\n".join(f"- {'PASS' if c.passed else 'FAIL'} {c.name} ({c.detail})" for c in gate.checks)
+    lineage_rows = "\n".join(
+        f"{'  ' * link.depth}- {link.kind} `{link.name}` {link.hash[:19]}" for link in lineage
+    )
+    splits = ", ".join(f"{k}: {v}" for k, v in dataset.splits.items()) if dataset else "unknown"
+    deid = (dataset.deid_attestation or f"WAIVED: {dataset.deid_waiver}") if dataset else "unknown"
+    return f"""---
+{yaml.safe_dump(header, sort_keys=False).strip()}
+---
+
+# Model card: {name}
+
+**Clinical decision support only. Every output is a proposal that a qualified clinician must review, edit or
+reject; no output may reach a patient unreviewed.**
+
+## Model details
+- Release `{name}`: `{merged.name}` merged into `{merged.input("base_model").name}` (merge parity
+  {merged.metrics.get("parity_max_abs_logit_diff", "n/a")}), manifest hash `{merged.content_hash}`.
+- Method: {config.get("method", "n/a")} (r={config.get("lora_r", "n/a")}, alpha={config.get("lora_alpha", "n/a")},
+  targets {config.get("target_modules", "n/a")}), seed {config.get("seed", "n/a")}.
+- Developed with hai-tools; provenance in `manifest.json`, lineage below, signature in `release.sig`.
+
+## Intended use and workflow (CHAI)
+- Task: developmental-screening decision support: a proposed label (refer / monitor / on-track) and rationale
+  for a clinician, from the child's age and the observations recorded at a screening visit.
+- Users: clinicians (pediatricians, nurses, developmental specialists) within a workflow where every answer
+  passes a clinician-review step (`requires_clinician_review: true` on every output).
+- Target population: children aged 0–5 years at well-child or screening visits, as represented in the
+  training data below.
+
+## Out-of-scope settings
+Direct use by patients or caregivers; treatment or dosing advice; emergencies; populations, languages or sites
+not represented in the training data; autonomous triage without clinician review.
+
+## Factors
+Subgroups audited: {", ".join(a.attribute for a in report.bias_audit)}.
+
+## Metrics (evaluation split `{report.dataset["split"]}`, n={report.dataset["n"]})
+| metric | value | n |
+|---|---|---|
+{metric_rows}
+
+Decision threshold {report.protocol.get("threshold")}; protocol: prompt sha256 `{report.protocol.get("prompt_sha256", "")[:16]}`,
+chat template sha256 `{report.protocol.get("chat_template_sha256", "")[:16]}`, {report.protocol.get("decoding")}.
+
+## Quantitative analyses by subgroup (sensitivity and specificity for "refer", 95% CI)
+| attribute | group | n | sensitivity | specificity |
+|---|---|---|---|---|
+{chr(10).join(subgroup_rows)}
+
+Gaps between reportable subgroups:
+{gaps}
+
+## Training data (characterisation)
+- `{dataset_ref}` ({splits}); license {dataset.license if dataset else "unknown"}; content hash
+  `{dataset.content_hash if dataset else "unknown"}`.
+- De-identification: {deid}.
+- Description: {dataset.description if dataset and dataset.description else "see the dataset's datasheet"}.
+
+## Differential privacy
+{"DP-SGD: " + str(dp) if dp else "Not trained with differential privacy (no DP-SGD); the training data is synthetic."}
+
+## Known risks, ethical considerations, caveats
+- Automation bias: clinicians may over-trust a confident proposal; the review step must stay a real decision.
+- Subgroup performance can differ (see above); subgroups below the minimum size are not characterised.
+- The demo base model (Gemma 3 270M) is a CPU stand-in for MedGemma and the demo data is synthetic: demo
+  releases carry no clinical validity.
+
+## Release gate
+{gate_rows}
+
+## Lineage
+{lineage_rows}
+"""

@@ -1,0 +1,144 @@
+"""`python -m governance`: signed releases of a gate-passing model, their model card, verification, and the
+MCP server refusing a release whose signature or hashes do not verify."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evals.__main__ import main as evals_main
+from governance.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("governance")
+    report = base / "report"
+    assert (
+        evals_main(
+            [
+                "run",
+                str(merged_tiny),
+                "--dataset",
+                demo_dataset,
+                "--output_dir",
+                str(report),
+                "--limit",
+                "12",
+                "--n_resamples",
+                "50",
+                "--min_group_size",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert main(["keygen", "--out", str(base / "keys" / "release")]) == 0
+    policy = base / "policy.yaml"
+    policy.write_text(
+        "required_safety_checks: [review_flag_on_every_output, abstains_on_patient_directed_treatment]\n"
+    )
+    release = base / "release"
+    assert (
+        main(
+            [
+                "release",
+                str(merged_tiny),
+                "--report",
+                str(report),
+                "--policy",
+                str(policy),
+                "--key",
+                str(base / "keys" / "release.key"),
+                "--output_dir",
+                str(release),
+                "--release_id",
+                "tiny-1",
+            ]
+        )
+        == 0
+    )
+    return {"release": release, "pub": base / "keys" / "release.pub", "report": report, "base": base}
+
+
+def test_release_is_signed_with_a_model_card_and_verifies(signed: dict[str, Path]) -> None:
+    card = (signed["release"] / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ")
+    for section in (
+        "## Intended use and workflow (CHAI)",
+        "## Out-of-scope settings",
+        "## Training data",
+        "## Quantitative analyses by subgroup",
+        "## Differential privacy",
+        "## Known risks",
+        "## Lineage",
+    ):
+        assert section in card
+    assert main(["verify", str(signed["release"]), "--public_key", str(signed["pub"])]) == 0
+
+
+def test_strict_gate_refuses_to_release(
+    merged_tiny: Path, signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "release",
+            str(merged_tiny),
+            "--report",
+            str(signed["report"]),
+            "--policy",
+            str(ROOT / "configs/gate_strict.yaml"),
+            "--key",
+            str(signed["base"] / "keys" / "release.key"),
+            "--output_dir",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2 and "gate failed, no release written" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_other_key_or_flipped_byte_fails_and_the_server_refuses(
+    signed: dict[str, Path],
+    merged_tiny: Path,
+    tmp_path: Path,
+    server_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "other")]) == 0
+    assert main(["verify", str(signed["release"]), "--public_key", str(tmp_path / "other.pub")]) == 2
+    assert "signature does not verify" in capsys.readouterr().err
+
+    release = tmp_path / "release"
+    shutil.copytree(signed["release"], release)
+    card = bytearray((release / "README.md").read_bytes())
+    card[-2] ^= 0x01
+    (release / "README.md").write_bytes(bytes(card))
+    assert main(["verify", str(release), "--public_key", str(signed["pub"])]) == 2
+    assert "README.md (hash mismatch)" in capsys.readouterr().err
+
+    config = tmp_path / "server.yaml"
+    for target in (release, signed["release"]):
+        config.write_text(
+            f"release: {target}\nrelease_public_key: {tmp_path / 'other.pub'}\n"
+            f"reasoner: {merged_tiny}\nembedder: null\nbackends: [local]\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config)],
+            cwd=ROOT,
+            env=server_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert (
+            proc.returncode == 2
+            and "release signature does not verify" in proc.stderr.strip().splitlines()[-1]
+        )
