@@ -4,6 +4,7 @@
     python -m governance release out/merged/screening-lora --report out/evals/screening-lora \
         --policy configs/gate_lenient.yaml --key keys/release.key --output_dir out/releases/screening-lora
     python -m governance verify out/releases/screening-lora --public_key keys/release.pub
+    python -m governance lineage out/releases/screening-lora      # Mermaid graph of the verified chain
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def _main(argv: list[str]) -> int:
     release.add_argument("--key", type=Path, required=True, help="ed25519 private key (PEM)")
     release.add_argument("--output_dir", type=Path, required=True)
     release.add_argument("--release_id")
+    lineage = sub.add_parser(
+        "lineage", help="the chain dataset -> base -> adapter -> merged -> ... as Mermaid"
+    )
+    lineage.add_argument(
+        "path", type=Path, help="any artifact folder (release, eval report, export, merged, adapter)"
+    )
     verify = sub.add_parser("verify", help="check a release's signature and every hash down its chain")
     verify.add_argument("path", type=Path)
     verify.add_argument("--public_key", type=Path, required=True, help="the trusted ed25519 public key (PEM)")
@@ -44,6 +51,23 @@ def _main(argv: list[str]) -> int:
             args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id
         )
         print(f"release: {out}")
+    elif args.action == "lineage":
+        from export.chain import verify_chain
+
+        print("graph BT")
+        nodes: dict[str, str] = {}
+        edges: set[tuple[str, str]] = set()
+        parents: dict[int, str] = {}
+        for link in verify_chain(Path(args.path)):
+            key = f"{link.kind}:{link.hash}"
+            if key not in nodes:
+                nodes[key] = f"n{len(nodes)}"
+                print(f'  {nodes[key]}["{link.kind}<br/>{link.name}<br/>{link.hash[:19]}"]')
+            if link.depth > 0:
+                edges.add((nodes[key], parents[link.depth - 1]))
+            parents[link.depth] = nodes[key]
+        for child, parent in sorted(edges):
+            print(f"  {child} --> {parent}")
     else:
         links = verify_release(args.path, args.public_key)
         print(f"ok release {args.path}: signature and {len(links)} linked artifact(s) verified")

@@ -142,3 +142,11 @@ def test_other_key_or_flipped_byte_fails_and_the_server_refuses(
             proc.returncode == 2
             and "release signature does not verify" in proc.stderr.strip().splitlines()[-1]
         )
+
+
+def test_lineage_draws_each_artifact_once(signed: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lineage", str(signed["release"])]) == 0
+    graph = capsys.readouterr().out
+    assert graph.startswith("graph BT")
+    for kind in ("release", "merged_model", "adapter", "dataset", "base_model", "eval_report"):
+        assert graph.count(f'["{kind}<br/>') == 1, kind
