@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +26,43 @@ def new_audit_id() -> str:
     return uuid.uuid4().hex
 
 
+class AuditedCall:
+    """One call being audited: its id and start time; `done` writes the entry once the outcome is known."""
+
+    def __init__(self, log: AuditLog, tool: str, request: Any) -> None:
+        self.log, self.tool, self.request = log, tool, request
+        self.audit_id = new_audit_id()
+        self.started = time.perf_counter()
+
+    def done(
+        self,
+        outcome: str,
+        model: dict[str, Any] | None = None,
+        backend: str | None = None,
+        detail: str | None = None,
+    ) -> str:
+        self.log.record(
+            audit_id=self.audit_id,
+            tool=self.tool,
+            request=self.request,
+            model=model,
+            backend=backend,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            outcome=outcome,
+            detail=detail,
+        )
+        return self.audit_id
+
+
 class AuditLog:
     def __init__(self, path: Path | None = None) -> None:
         env = os.environ.get("HAI_AUDIT_LOG")
         self.path = Path(path or env or hai_home() / "audit" / "audit.jsonl")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+
+    def start(self, tool: str, request: Any) -> AuditedCall:
+        return AuditedCall(self, tool, request)
 
     def record(
         self,

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hai_tools.config_file import first_error, read_yaml_mapping
 from hai_tools.errors import ConfigError
 from hai_tools.models import EMBEDDED_EMBEDDER, EMBEDDED_REASONER
 
@@ -71,15 +71,7 @@ ENV_OVERRIDES = {
 def load_server_config(path: Path | None) -> ServerConfig:
     data: dict[str, object] = {}
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping")
-        data.update(loaded)
+        data.update(read_yaml_mapping(path))
     for env, key in ENV_OVERRIDES.items():
         value = os.environ.get(env)
         if value is None:
@@ -94,8 +86,7 @@ def load_server_config(path: Path | None) -> ServerConfig:
     try:
         return ServerConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"server config '{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+        raise ConfigError(f"server config {first_error(exc)}") from None
 
 
 def read_token(config: ServerConfig) -> str | None:

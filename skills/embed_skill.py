@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from hai_tools.audit import AuditLog, new_audit_id
+from hai_tools.audit import AuditLog
 from skills.contracts import EmbedRequest, EmbedResult
 from skills.failover import FailoverRouter
 
@@ -15,35 +13,18 @@ class EmbedSkill:
         self.audit = audit
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        audit_id, started = new_audit_id(), time.perf_counter()
+        call = self.audit.start("embed", request.model_dump())
         try:
             vectors, backend = await self.router.call("embed", lambda b: b.embed(list(request.texts)))
         except Exception as exc:
-            self.audit.record(
-                audit_id=audit_id,
-                tool="embed",
-                request=request.model_dump(),
-                model=None,
-                backend=None,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                outcome="error",
-                detail=type(exc).__name__,
-            )
+            call.done("error", detail=type(exc).__name__)
             raise
         identity = backend.identity("embed")
-        self.audit.record(
-            audit_id=audit_id,
-            tool="embed",
-            request=request.model_dump(),
-            model=identity.model_dump(),
-            backend=backend.name,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            outcome="ok",
-        )
+        call.done("ok", identity.model_dump(), backend.name)
         return EmbedResult(
             vectors=vectors,
             dimension=len(vectors[0]),
             model=identity,
             backend=backend.name,
-            audit_id=audit_id,
+            audit_id=call.audit_id,
         )

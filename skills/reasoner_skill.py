@@ -5,10 +5,9 @@ flag, disclaimer)."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
-from hai_tools.audit import AuditLog, new_audit_id
+from hai_tools.audit import AuditedCall, AuditLog
 from hai_tools.demo_data import INSTRUCTION
 from hai_tools.errors import HaiError
 from hai_tools.safety import SafetyPolicy
@@ -49,50 +48,18 @@ class ReasonerSkill:
         self.audit = audit
 
     async def _generate(
-        self,
-        tool: str,
-        request: Any,
-        messages: list[dict[str, str]],
-        max_new_tokens: int,
-        adapter: str | None,
-    ) -> tuple[str, Any, str, float]:
-        audit_id, started = new_audit_id(), time.perf_counter()
+        self, call: AuditedCall, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None
+    ) -> tuple[str, Any]:
         try:
-            text, backend = await self.router.call(
-                "generate", lambda b: b.generate(messages, max_new_tokens, adapter)
-            )
+            return await self.router.call("generate", lambda b: b.generate(messages, max_new_tokens, adapter))
         except Exception as exc:
-            self.audit.record(
-                audit_id=audit_id,
-                tool=tool,
-                request=request.model_dump(),
-                model=None,
-                backend=None,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                outcome="error",
-                detail=type(exc).__name__,
-            )
+            call.done("error", detail=type(exc).__name__)
             raise
-        return text, backend, audit_id, started
-
-    def _abstain(self, tool: str, request: Any, rule: str) -> str:
-        audit_id = new_audit_id()
-        self.audit.record(
-            audit_id=audit_id,
-            tool=tool,
-            request=request.model_dump(),
-            model=None,
-            backend=None,
-            latency_ms=0.0,
-            outcome="abstained",
-            detail=rule,
-        )
-        return audit_id
 
     async def reason(self, request: ReasonRequest) -> ReasonResult:
+        call = self.audit.start("reason", request.model_dump())
         abstention = self.policy.check(request.question)
         if abstention is not None:
-            audit_id = self._abstain("reason", request, abstention.rule)
             return ReasonResult(
                 answer=None,
                 rationale=None,
@@ -100,46 +67,36 @@ class ReasonerSkill:
                 abstain_reason=abstention.reason,
                 model=None,
                 backend=None,
-                audit_id=audit_id,
+                audit_id=call.done("abstained", detail=abstention.rule),
                 disclaimer=self.policy.disclaimer,
             )
         if request.adapter and not any(
             b.serves_adapter(request.adapter) for b in self.router.candidates("generate")
         ):
+            call.done("refused", detail="UnknownAdapter")
             raise UnknownAdapter(f"no backend serves adapter '{request.adapter}'")
         context = "".join(f"\nEvidence {i + 1}: {c}" for i, c in enumerate(request.context))
         messages = [
             {"role": "user", "content": f"{REASON_INSTRUCTION}\n\nQuestion: {request.question}{context}"}
         ]
-        text, backend, audit_id, started = await self._generate(
-            "reason", request, messages, request.max_new_tokens, request.adapter
-        )
+        text, backend = await self._generate(call, messages, request.max_new_tokens, request.adapter)
         answer, rationale = parse_answer(text)
         identity = backend.identity("generate")
-        self.audit.record(
-            audit_id=audit_id,
-            tool="reason",
-            request=request.model_dump(),
-            model=identity.model_dump(),
-            backend=backend.name,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            outcome="ok",
-        )
         return ReasonResult(
             answer=answer,
             rationale=rationale,
             model=identity,
             backend=backend.name,
-            audit_id=audit_id,
+            audit_id=call.done("ok", identity.model_dump(), backend.name),
             disclaimer=self.policy.disclaimer,
         )
 
     async def screen(self, request: ScreeningRequest) -> ScreeningResult:
+        call = self.audit.start("screen", request.model_dump())
         abstention = self.policy.check(
             f"Age: {request.age_months} months. Observations: {request.observations}"
         )
         if abstention is not None:
-            audit_id = self._abstain("screen", request, abstention.rule)
             return ScreeningResult(
                 case_id=request.case_id,
                 label=None,
@@ -148,24 +105,14 @@ class ReasonerSkill:
                 abstain_reason=abstention.reason,
                 model=None,
                 backend=None,
-                audit_id=audit_id,
+                audit_id=call.done("abstained", detail=abstention.rule),
                 disclaimer=self.policy.disclaimer,
             )
         prompt = f"{INSTRUCTION}\n\nAge: {request.age_months} months\nObservations: {request.observations}"
-        text, backend, audit_id, started = await self._generate(
-            "screen", request, [{"role": "user", "content": prompt}], 64, None
-        )
+        text, backend = await self._generate(call, [{"role": "user", "content": prompt}], 64, None)
         label, rationale = parse_screening(text)
         identity = backend.identity("generate")
-        self.audit.record(
-            audit_id=audit_id,
-            tool="screen",
-            request=request.model_dump(),
-            model=identity.model_dump(),
-            backend=backend.name,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            outcome="ok" if label else "unparsed",
-        )
+        audit_id = call.done("ok" if label else "unparsed", identity.model_dump(), backend.name)
         return ScreeningResult(
             case_id=request.case_id,
             label=label,

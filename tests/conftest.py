@@ -4,6 +4,8 @@ random Gemma-3 model with a small BPE tokenizer built in seconds (no downloads).
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,21 @@ def tiny_lm_tflite(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory) 
         == 0
     )
     return out
+
+
+def wait_for_http(
+    url: str, proc: subprocess.Popen[bytes] | subprocess.Popen[str], log: Path, timeout_s: float = 240
+) -> None:
+    """Poll `url` until it answers 200; fail with the server's log if it exits or the time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not answer within {timeout_s:g}s"
+        time.sleep(0.5)

@@ -144,7 +144,9 @@ def test_other_key_or_flipped_byte_fails_and_the_server_refuses(
         )
 
 
-def test_lineage_draws_each_artifact_once(signed: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_lineage_draws_each_artifact_once(
+    signed: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["lineage", str(signed["release"])]) == 0
     graph = capsys.readouterr().out
     assert graph.startswith("graph BT")

@@ -13,9 +13,9 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hai_tools.config_file import first_error, read_yaml_mapping
 from hai_tools.errors import ConfigError, RegistryError
 from hai_tools.models import EMBEDDED_REASONER
 from hai_tools.registry.base import check_name
@@ -146,20 +146,9 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
     """Defaults < YAML file < flags. Unknown YAML keys and bad values are a ConfigError."""
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of TrainConfig keys")
-        data.update(loaded)
+        data.update(read_yaml_mapping(Path(args.config), "TrainConfig keys"))
     data.update({k: v for k, v in vars(args).items() if k in TrainConfig.model_fields})
     try:
         return TrainConfig(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"config key '{where}': {first['msg']}") from None
+        raise ConfigError(f"config key {first_error(exc)}") from None

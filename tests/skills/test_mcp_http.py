@@ -7,7 +7,6 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import write_server_config
+from tests.conftest import wait_for_http, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-4f1c"
@@ -61,16 +60,7 @@ def server_url(
             stderr=handle,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while True:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready"
-        time.sleep(0.5)
+    wait_for_http(f"{base}/ready", proc, log)
     yield base
     proc.terminate()
     proc.wait(timeout=30)

@@ -9,14 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import write_server_config
+from tests.conftest import wait_for_http, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,16 +40,7 @@ def test_killing_the_openai_server_fails_over_without_a_failed_call(
         start_new_session=True,
     )
     base = f"http://localhost:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        try:
-            if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for_http(f"{base}/v1/models", server, tmp_path / "serve.log", timeout_s=180)
 
     config = write_server_config(
         tmp_path / "server.yaml",
