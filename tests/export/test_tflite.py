@@ -46,3 +46,19 @@ def test_missing_converter_environment_is_a_clear_error(
     )
     assert "make tflite-env" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_interrupted_conversion_leaves_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The converter process is killed (SIGKILL) mid-run: one-line error, no output folder."""
+    killed = tmp_path / "python"
+    killed.write_text("#!/bin/sh\nkill -9 $$\n")
+    killed.chmod(0o755)
+    monkeypatch.setenv("HAI_TFLITE_PYTHON", str(killed))
+    assert (
+        main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]) == 2
+    )
+    assert "the converter was killed (signal 9)" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["python"]
