@@ -64,6 +64,11 @@ def run_converter(job: dict[str, Any], timeout: int = 3600) -> None:
         env=env,
         cwd=job["output_dir"],
     )
+    if proc.returncode < 0:
+        raise ConversionError(
+            f"TFLite conversion of {job['kind']} failed: the converter was killed (signal {-proc.returncode}); "
+            "nothing written"
+        )
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise ConversionError(
