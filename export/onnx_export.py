@@ -17,7 +17,6 @@ import numpy as np
 from export.merge import ParityError
 from export.parity import PARITY_PROMPTS
 from hai_tools.manifest import (
-    ArtifactInput,
     Manifest,
     atomic_folder,
     code_version,
@@ -168,7 +167,7 @@ def export_onnx(model_id: str, output_dir: Path, kind: str, tolerance: float | N
             Manifest(
                 kind=f"onnx_{kind}",
                 name=base.id,
-                inputs=[_source_input(base)],
+                inputs=[base.as_source_input()],
                 config={
                     "kind": kind,
                     "output": output,
@@ -183,17 +182,3 @@ def export_onnx(model_id: str, output_dir: Path, kind: str, tolerance: float | N
             ),
         )
     return Path(output_dir).resolve()
-
-
-def _source_input(base: BaseModelRef) -> ArtifactInput:
-    """A merged model folder is recorded as such (so `export verify` walks to it), anything else as a base."""
-    folder = Path(base.path)
-    if (folder / "manifest.json").exists():
-        from hai_tools.manifest import load_manifest
-
-        manifest = load_manifest(folder)
-        if manifest.kind != "base_model":
-            return ArtifactInput(
-                kind=manifest.kind, name=manifest.name, hash=manifest.content_hash, uri=str(folder)
-            )
-    return base.as_input()

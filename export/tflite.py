@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from export.merge import ParityError
-from export.onnx_export import EMBED_SENTENCES, MeanPooledEmbedder, _source_input
+from export.onnx_export import EMBED_SENTENCES, MeanPooledEmbedder
 from export.parity import PARITY_PROMPTS
 from hai_tools.errors import HaiError
 from hai_tools.manifest import Manifest, atomic_folder, code_version, library_versions, write_manifest
@@ -324,7 +323,7 @@ def export_tflite(
             Manifest(
                 kind=f"tflite_{kind}",
                 name=base.id,
-                inputs=[_source_input(base)],
+                inputs=[base.as_source_input()],
                 config={
                     "kind": kind,
                     "seq_len": seq_len,
@@ -372,7 +371,3 @@ def _apply_gates(folder: Path, kind: str, results: dict[str, dict[str, float]]) 
     for variant in rejected:
         (folder / f"{variant}.tflite").unlink(missing_ok=True)
     return rejected
-
-
-if __name__ == "__main__":  # pragma: no cover - use `python -m export tflite`
-    sys.exit("use: python -m export tflite --help")

@@ -51,6 +51,18 @@ class BaseModelRef(BaseModel):
     def as_input(self) -> ArtifactInput:
         return ArtifactInput(kind="base_model", name=self.id, hash=self.identity, uri=self.path)
 
+    def as_source_input(self) -> ArtifactInput:
+        """The input record of an export made from this folder: an artifact with its own manifest (a merged or
+        distilled model) is recorded as that artifact, so `export verify` walks on to it; else as a base model."""
+        folder = Path(self.path)
+        if (folder / "manifest.json").exists():
+            manifest = load_manifest(folder)
+            if manifest.kind != "base_model":
+                return ArtifactInput(
+                    kind=manifest.kind, name=manifest.name, hash=manifest.content_hash, uri=str(folder)
+                )
+        return self.as_input()
+
 
 def gemma_chat_template() -> str:
     """Gemma 3's chat template (text turns); the GGUF carries none."""
