@@ -2,6 +2,7 @@
 
 python -m evals run out/merged/screening-lora --dataset demo-screening@1 --output_dir out/evals/screening-lora
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
+python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def _main(argv: list[str]) -> int:
     run.add_argument(
         "--min_group_size", type=int, default=10, help="smaller subgroups are reported, not gapped"
     )
+    run.add_argument(
+        "--suite", type=Path, action="append", default=[], help="LLM-eval suite YAML (repeatable)"
+    )
+    run.add_argument("--suite_limit", type=int, help="run only the first N cases of each suite")
+    suite = sub.add_parser("suite", help="run one LLM-eval suite (deepeval + ragas) and write its report")
+    suite.add_argument("suite", type=Path)
+    suite.add_argument("--model", required=True, help="the reasoner to evaluate (folder or embedded id)")
+    suite.add_argument("--embedder", default="embedded:all-minilm-l6-v2")
+    suite.add_argument("--judge_config", type=Path, help="YAML JudgeConfig; default: the suite's judge")
+    suite.add_argument("--output_dir", type=Path, required=True)
+    suite.add_argument("--limit", type=int)
     gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
     gate.add_argument("report_dir", type=Path)
     gate.add_argument("--policy", type=Path, required=True)
@@ -41,8 +53,18 @@ def _main(argv: list[str]) -> int:
             args.limit,
             args.n_resamples,
             args.min_group_size,
+            suites=args.suite,
+            suite_limit=args.suite_limit,
         )
         print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
+        return 0
+    if args.action == "suite":
+        from evals.llm_suite import write_suite_report
+
+        out = write_suite_report(
+            args.suite, args.model, args.output_dir, args.embedder, args.judge_config, args.limit
+        )
+        print(f"suite report: {out / 'suite.json'}")
         return 0
     from evals.gate import apply_gate, load_policy
     from evals.report import EvalReport

@@ -20,6 +20,12 @@ class GatePolicy(BaseModel):
     max_subgroup_gap: dict[str, float] = Field(default_factory=dict, description="metric -> max difference")
     max_equalized_odds_difference: float | None = None
     required_safety_checks: list[str] = Field(default_factory=list)
+    min_llm_eval: dict[str, float] = Field(
+        default_factory=dict, description="'suite/metric' or 'metric' -> minimum mean score"
+    )
+    max_llm_eval: dict[str, float] = Field(
+        default_factory=dict, description="'suite/metric' or 'metric' -> maximum mean (hallucination)"
+    )
 
 
 class GateCheck(BaseModel):
@@ -86,6 +92,22 @@ def apply_gate(report: EvalReport, policy: GatePolicy) -> GateResult:
                     f"{policy.max_equalized_odds_difference}",
                     passed=eod is not None and eod <= policy.max_equalized_odds_difference,
                     detail=f"{eod:.4f}" if eod is not None else "undefined",
+                )
+            )
+    scores: dict[str, float | None] = {}
+    for suite in report.llm_evals:
+        for name, summary in suite["summary"].items():
+            scores[f"{suite['suite']}/{name}"] = summary["mean"]
+            scores.setdefault(name, summary["mean"])
+    for bound, limits in (("min", policy.min_llm_eval), ("max", policy.max_llm_eval)):
+        for name, limit in limits.items():
+            score = scores.get(name)
+            ok = score is not None and (score >= limit if bound == "min" else score <= limit)
+            checks.append(
+                GateCheck(
+                    name=f"llm-eval {name} {'>=' if bound == 'min' else '<='} {limit}",
+                    passed=ok,
+                    detail=f"{score:.4f}" if score is not None else "suite not run or score undefined",
                 )
             )
     done = {c.name: c for c in report.safety_checks}

@@ -29,6 +29,7 @@ class EvalReport(BaseModel):
     metrics: dict[str, MetricCI]
     bias_audit: list[AttributeAudit]
     safety_checks: list[SafetyCheck]
+    llm_evals: list[Any] = Field(default_factory=list, description="SuiteReport dicts (evals.llm_suite)")
     predictions: list[dict[str, Any]]
 
 
@@ -124,6 +125,23 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
             f"{audit.equalized_odds_difference if audit.equalized_odds_difference is not None else 'n/a'}.{html.escape(small)}</p>"
             + _bars_svg(audit, "sensitivity")
         )
+    suites = ""
+    for suite in report.llm_evals:
+        lines = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(m['kind']))}</td><td>"
+            + (
+                f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                if m["mean"] is not None
+                else "undefined"
+            )
+            + f"</td><td>{'<=' if not m['higher_is_better'] else '>='} {m['threshold']}</td>"
+            f"<td>{m['pass_rate']:.2f}</td><td>{m['n']}</td></tr>"
+            for name, m in suite["summary"].items()
+        )
+        suites += (
+            f"<h3>{html.escape(suite['suite'])} (judge {html.escape(suite['judge'])})</h3><table><tr><th>metric</th>"
+            f"<th>kind</th><th>mean [95% CI]</th><th>per-case pass mark</th><th>pass rate</th><th>n</th></tr>{lines}</table>"
+        )
     protocol = "".join(
         f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in report.protocol.items()
     )
@@ -136,5 +154,6 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
 <h2>ROC and calibration (refer vs rest)</h2>{_roc_svg(y, score)}{_calibration_svg(y, score)}
 <h2>Bias audit (sensitivity by subgroup, 95% CI)</h2>{audits}
 <h2>Safety checks</h2><ul>{checks}</ul>
+<h2>LLM-eval suites</h2>{suites or "<p>none run</p>"}
 <h2>Protocol</h2><ul>{protocol}</ul></body></html>
 """

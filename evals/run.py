@@ -27,7 +27,18 @@ from hai_tools.registry import open_registry
 from hai_tools.registry.datasets import load_registered
 
 SUBGROUPS = ("sex", "age_band", "language", "site")
-LIBRARIES = ("torch", "transformers", "peft", "scikit-learn", "fairlearn", "numpy", "hai-tools")
+LIBRARIES = (
+    "torch",
+    "transformers",
+    "peft",
+    "scikit-learn",
+    "fairlearn",
+    "numpy",
+    "deepeval",
+    "ragas",
+    "sentence-transformers",
+    "hai-tools",
+)
 
 
 def safety_checks(model_id: str, records: list[dict[str, Any]], n_cases: int = 3) -> list[SafetyCheck]:
@@ -80,6 +91,8 @@ def run_eval(
     n_resamples: int = 1000,
     min_group_size: int = 10,
     threshold: float = 0.5,
+    suites: list[Path] | None = None,
+    suite_limit: int | None = None,
 ) -> Path:
     started = time.monotonic()
     record, splits = load_registered(open_registry(), dataset_ref)
@@ -102,6 +115,15 @@ def run_eval(
         n_resamples,
     )
     checks = safety_checks(model_id, records)
+    llm_evals = []
+    for suite_path in suites or []:
+        from evals.llm_suite import run_suite
+
+        llm_evals.append(
+            run_suite(suite_path, model_id, limit=suite_limit, n_resamples=n_resamples).model_dump(
+                mode="json"
+            )
+        )
     folder = Path(model_id)
     source = load_manifest(folder) if (folder / "manifest.json").exists() else None
     report = EvalReport(
@@ -122,12 +144,17 @@ def run_eval(
         metrics=metrics,
         bias_audit=audit,
         safety_checks=checks,
+        llm_evals=llm_evals,
         predictions=rows,
     )
     with atomic_folder(output_dir) as tmp:
         (tmp / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
         (tmp / "report.html").write_text(render_html(report, y, score))
         inputs = [ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)]
+        inputs += [
+            ArtifactInput(kind="llm_eval_suite", name=s["suite"], hash=s["suite_hash"], uri=str(p.resolve()))
+            for s, p in zip(llm_evals, suites or [], strict=True)
+        ]
         if source is not None:
             inputs.insert(
                 0,

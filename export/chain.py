@@ -73,6 +73,14 @@ def verify_chain(folder: Path, store: ArtifactStore | None = None) -> list[Chain
                 links.append(
                     ChainLink(kind=item.kind, name=item.name, hash=item.hash, where=item.uri, depth=depth + 1)
                 )
+            elif item.kind == "llm_eval_suite" and item.uri and Path(item.uri).is_file():
+                from evals.llm_suite import load_suite
+
+                if load_suite(Path(item.uri))[1] != item.hash:
+                    raise ManifestError(f"LLM-eval suite {item.uri} changed since {path} was scored with it")
+                links.append(
+                    ChainLink(kind=item.kind, name=item.name, hash=item.hash, where=item.uri, depth=depth + 1)
+                )
             elif item.kind not in ("gguf",):
                 raise ManifestError(f"input {item.kind} '{item.name}' of {path} is not at {item.uri}")
 

@@ -1,0 +1,216 @@
+"""LLM-eval suites (deepeval + ragas) on the tiny merged model, judged by the tiny model through the local
+schema-guided judge, with the packaged MiniLM as the EmbedSkill's embedder: the judge answers every schema
+the two libraries ask for; `python -m evals suite` writes a report; the suite runs under pytest and fails
+there when a case misses its pass mark; `evals run --suite` carries the scores to the gate; bad suites are
+refused with one line. The tiny judge's scores are meaningless: the tests check mechanics and ranges."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.__main__ import main
+from evals.judge import JudgeConfig, LocalJudge
+from hai_tools.manifest import verify_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = [
+    {"id": "m18", "text": "By 18 months most children walk without holding on and say three or more words."},
+    {"id": "m24", "text": "By 24 months most children kick a ball and say two words together."},
+    {"id": "refer", "text": "A child who misses milestones should be referred for developmental evaluation."},
+]
+CASES = [
+    {
+        "id": "walk-18m",
+        "question": "An 18-month-old does not walk. What follow-up does the evidence suggest?",
+    },
+    {"id": "words-24m", "question": "A 24-month-old does not combine two words. Is this expected?"},
+]
+
+
+def write_suite(folder: Path, judge_model: Path, metrics: list[dict[str, object]], **extra: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in CASES))
+    suite = {
+        "name": "tiny-suite",
+        "top_k": 2,
+        "max_new_tokens": 12,
+        "judge": {"kind": "local", "model": str(judge_model), "max_string_tokens": 6, "max_list_items": 2},
+        "metrics": metrics,
+        "corpus": CORPUS,
+        "cases_file": "cases.jsonl",
+        **extra,
+    }
+    path = folder / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+ALL_METRICS = [
+    {"name": "appropriateness", "kind": "geval", "threshold": 0.5, "evaluation_steps": ["Is it clinical?"]},
+    {"name": "hallucination", "kind": "hallucination", "threshold": 0.5},
+    {"name": "faithfulness", "kind": "ragas_faithfulness", "threshold": 0.5},
+    {"name": "answer_relevancy", "kind": "ragas_answer_relevancy", "threshold": 0.5},
+]
+
+
+def test_judge_answers_every_schema_of_both_libraries(merged_tiny: Path) -> None:
+    from deepeval.metrics.faithfulness.schema import Claims, Truths
+    from deepeval.metrics.faithfulness.schema import Verdicts as FaithfulnessVerdicts
+    from deepeval.metrics.g_eval.schema import ReasonScore, Steps
+    from deepeval.metrics.hallucination.schema import Verdicts
+    from ragas.metrics.collections.answer_relevancy.util import AnswerRelevanceOutput
+    from ragas.metrics.collections.faithfulness.util import NLIStatementOutput, StatementGeneratorOutput
+
+    judge = LocalJudge(JudgeConfig(model=str(merged_tiny), max_string_tokens=5, max_list_items=3))
+    for schema in (
+        ReasonScore,
+        Steps,
+        Verdicts,
+        FaithfulnessVerdicts,
+        Truths,
+        Claims,
+        StatementGeneratorOutput,
+        NLIStatementOutput,
+        AnswerRelevanceOutput,
+    ):
+        answer = judge.structured("Judge the answer 'refer the child' against the context.", schema)
+        assert isinstance(answer, schema)
+    score = judge.structured("Rate 0-10.", ReasonScore).score
+    assert 0.0 <= score <= 10.0  # G-Eval: probability-weighted mean over the scores 0..10
+    assert judge.structured("ok?", AnswerRelevanceOutput).noncommittal in (0, 1)
+
+
+def test_suite_cli_writes_a_report_with_all_four_metrics(merged_tiny: Path, tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", merged_tiny, ALL_METRICS)
+    out = tmp_path / "report"
+    assert main(["suite", str(suite), "--model", str(merged_tiny), "--output_dir", str(out)]) == 0
+    manifest = verify_artifact(out, kind="llm_eval_report")
+    assert [i.kind for i in manifest.inputs] == ["merged_model", "llm_eval_suite"]
+    report = json.loads((out / "suite.json").read_text())
+    assert report["judge"] == f"local:{merged_tiny}"
+    assert set(report["summary"]) == {"appropriateness", "hallucination", "faithfulness", "answer_relevancy"}
+    assert len(report["cases"]) == 2
+    for case in report["cases"]:
+        assert len(case["retrieved"]) == 2 and case["audit_id"]
+        for name in ("appropriateness", "hallucination", "faithfulness"):
+            assert case["scores"][name] is None or 0.0 <= case["scores"][name] <= 1.0
+        assert case["scores"]["answer_relevancy"] is None or -1.0 <= case["scores"]["answer_relevancy"] <= 1.0
+    summary = report["summary"]["hallucination"]
+    assert summary["higher_is_better"] is False and summary["n"] == 2
+
+
+def _pytest_suite(suite: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HAI_EVAL_SUITE": str(suite), "HAI_EVAL_MODEL": str(model)}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "evals/suites/test_suite.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_suite_runs_under_pytest_and_fails_a_case_below_its_pass_mark(
+    merged_tiny: Path, tmp_path: Path
+) -> None:
+    lenient = [
+        {
+            "name": "appropriateness",
+            "kind": "geval",
+            "threshold": 0.0,
+            "evaluation_steps": ["Is it clinical?"],
+        },
+        {"name": "hallucination", "kind": "hallucination", "threshold": 1.0},
+    ]
+    ok = _pytest_suite(write_suite(tmp_path / "lenient", merged_tiny, lenient), merged_tiny)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert "4 passed" in ok.stdout
+    # a GEval mean of exactly 10/10 from a probability-weighted score is out of reach: every case fails
+    strict = [
+        {
+            "name": "appropriateness",
+            "kind": "geval",
+            "threshold": 1.0,
+            "evaluation_steps": ["Is it clinical?"],
+        }
+    ]
+    failed = _pytest_suite(write_suite(tmp_path / "strict", merged_tiny, strict), merged_tiny)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert "2 failed" in failed.stdout and "appropriateness" in failed.stdout
+
+
+def test_eval_run_with_suite_feeds_the_gate(merged_tiny: Path, demo_dataset: str, tmp_path: Path) -> None:
+    metrics = [
+        {"name": "appropriateness", "kind": "geval", "threshold": 0.0, "evaluation_steps": ["Clinical?"]}
+    ]
+    suite = write_suite(tmp_path / "suite", merged_tiny, metrics)
+    out = tmp_path / "report"
+    args = ["run", str(merged_tiny), "--dataset", demo_dataset, "--output_dir", str(out), "--limit", "12"]
+    args += ["--n_resamples", "50", "--min_group_size", "2", "--suite", str(suite), "--suite_limit", "1"]
+    assert main(args) == 0
+    manifest = verify_artifact(out, kind="eval_report")
+    assert "llm_eval_suite" in [i.kind for i in manifest.inputs]
+    report = json.loads((out / "report.json").read_text())
+    mean = report["llm_evals"][0]["summary"]["appropriateness"]["mean"]
+    assert "LLM-eval suites" in (out / "report.html").read_text()
+    passing = tmp_path / "pass.yaml"
+    passing.write_text(yaml.safe_dump({"min_llm_eval": {"tiny-suite/appropriateness": mean - 1e-6}}))
+    assert main(["gate", str(out), "--policy", str(passing)]) == 0
+    failing = tmp_path / "fail.yaml"
+    failing.write_text(
+        yaml.safe_dump({"min_llm_eval": {"appropriateness": mean + 0.01, "missing_metric": 0.1}})
+    )
+    assert main(["gate", str(out), "--policy", str(failing)]) == 1
+    # the suite file is pinned: editing it breaks the report's chain
+    suite.write_text(suite.read_text().replace("Clinical?", "Clinical!"))
+    from export.chain import verify_chain
+    from hai_tools.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="suite"):
+        verify_chain(out)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"unknown_key": 1}, "unknown_key"),
+        (
+            {"metrics": [{"name": "g", "kind": "geval", "threshold": 0.5}]},
+            "needs criteria or evaluation_steps",
+        ),
+        ({"metrics": [{"name": "x", "kind": "bleu", "threshold": 0.5}]}, "geval"),
+        ({"cases_file": "missing.jsonl"}, "does not exist"),
+        ({"cases_file": None, "cases": [CASES[0], CASES[0]]}, "duplicate case ids"),
+    ],
+)
+def test_bad_suites_are_refused_with_one_line(
+    change: dict[str, object],
+    message: str,
+    merged_tiny: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    change = {"metrics": ALL_METRICS, **change}
+    suite = write_suite(tmp_path / "suite", merged_tiny, **change)  # type: ignore[arg-type]
+    out = tmp_path / "out"
+    assert main(["suite", str(suite), "--model", str(merged_tiny), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bad_case_line_is_named(
+    merged_tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = write_suite(tmp_path / "suite", merged_tiny, ALL_METRICS)
+    (suite.parent / "cases.jsonl").write_text(json.dumps(CASES[0]) + "\n" + json.dumps({"id": "x"}) + "\n")
+    assert main(["suite", str(suite), "--model", str(merged_tiny), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "cases.jsonl line 2" in capsys.readouterr().err
