@@ -5,6 +5,8 @@
         --policy configs/gate_lenient.yaml --key keys/release.key --output_dir out/releases/screening-lora
     python -m governance verify out/releases/screening-lora --public_key keys/release.pub
     python -m governance lineage out/releases/screening-lora      # Mermaid graph of the verified chain
+    python -m governance card out/merged/screening-lora --report out/evals/screening-lora \
+        --policy configs/gate_lenient.yaml --output MODEL_CARD.md  # the card alone, before a release
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from hai_tools.cli import run_cli
+from hai_tools.errors import ManifestError
 
 
 def _main(argv: list[str]) -> int:
@@ -30,6 +33,14 @@ def _main(argv: list[str]) -> int:
     release.add_argument("--key", type=Path, required=True, help="ed25519 private key (PEM)")
     release.add_argument("--output_dir", type=Path, required=True)
     release.add_argument("--release_id")
+    card = sub.add_parser(
+        "card", help="render the model card of a merged model from its manifests and report"
+    )
+    card.add_argument("merged", type=Path)
+    card.add_argument("--report", type=Path, required=True, help="eval report folder of that merged model")
+    card.add_argument("--policy", type=Path, required=True, help="gate policy whose result the card states")
+    card.add_argument("--output", type=Path, help="write here (atomically) instead of printing")
+    card.add_argument("--name", help="release name on the card; default: the merged model's name")
     lineage = sub.add_parser(
         "lineage", help="the chain dataset -> base -> adapter -> merged -> ... as Mermaid"
     )
@@ -51,6 +62,29 @@ def _main(argv: list[str]) -> int:
             args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id
         )
         print(f"release: {out}")
+    elif args.action == "card":
+        from evals.gate import apply_gate, load_policy
+        from evals.report import EvalReport
+        from export.chain import verify_chain
+        from governance.card import render_model_card
+        from hai_tools.manifest import atomic_write_text, verify_artifact
+
+        merged = verify_artifact(args.merged, kind="merged_model")
+        report_manifest = verify_artifact(args.report, kind="eval_report")
+        if report_manifest.inputs[0].hash != merged.content_hash:
+            raise ManifestError(
+                f"the eval report in {args.report} is not of the merged model in {args.merged}"
+            )
+        report = EvalReport.model_validate_json((args.report / "report.json").read_text())
+        gate = apply_gate(report, load_policy(args.policy))
+        text = render_model_card(
+            args.name or merged.name, args.merged, report, gate, verify_chain(args.merged)
+        )
+        if args.output:
+            atomic_write_text(args.output, text)
+            print(f"model card: {args.output} (gate {'passed' if gate.passed else 'FAILED'})")
+        else:
+            print(text)
     elif args.action == "lineage":
         from export.chain import verify_chain
 

@@ -13,6 +13,7 @@ from evals.report import EvalReport
 from hai_tools.manifest import load_manifest
 from hai_tools.registry import open_registry
 from hai_tools.registry.base import parse_ref
+from trainer.card import privacy_text
 
 
 def _fmt(metric: Any) -> str:
@@ -35,7 +36,7 @@ def render_model_card(
     dataset_ref = adapter.input("dataset").name if adapter else report.dataset["ref"]
     dataset = open_registry().get_dataset(*parse_ref(dataset_ref), missing_ok=True)
     config = adapter.config if adapter else {}
-    dp = config.get("dp") or None
+    dp = (adapter.extra.get("differential_privacy") if adapter else None) or None
     header = {
         "base_model": merged.input("base_model").name,
         "license": config.get("license", "other"),
@@ -89,6 +90,23 @@ def render_model_card(
         )
         for a in report.bias_audit
     )
+    llm_rows = "\n".join(
+        f"| {suite['suite']} | {name} ({m['kind']}) | "
+        + (
+            f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+            if m["mean"] is not None
+            else "undefined"
+        )
+        + f" | {m['pass_rate']:.2f} | {m['n']} | {suite['judge']} |"
+        for suite in report.llm_evals
+        for name, m in suite["summary"].items()
+    )
+    llm_section = (
+        "| suite | metric | mean [95% CI] | case pass rate | n | judge |\n|---|---|---|---|---|---|\n"
+        + llm_rows
+        if llm_rows
+        else "No LLM-eval suite was run for this release."
+    )
     gate_rows = "\n".join(f"- {'PASS' if c.passed else 'FAIL'} {c.name} ({c.detail})" for c in gate.checks)
     lineage_rows = "\n".join(
         f"{'  ' * link.depth}- {link.kind} `{link.name}` {link.hash[:19]}" for link in lineage
@@ -134,6 +152,9 @@ Subgroups audited: {", ".join(a.attribute for a in report.bias_audit)}.
 Decision threshold {report.protocol.get("threshold")}; protocol: prompt sha256 `{report.protocol.get("prompt_sha256", "")[:16]}`,
 chat template sha256 `{report.protocol.get("chat_template_sha256", "")[:16]}`, {report.protocol.get("decoding")}.
 
+## LLM-eval suites (deepeval, ragas; judge named per row)
+{llm_section}
+
 ## Quantitative analyses by subgroup (sensitivity and specificity for "refer", 95% CI)
 | attribute | group | n | sensitivity | specificity |
 |---|---|---|---|---|
@@ -149,7 +170,7 @@ Gaps between reportable subgroups:
 - Description: {dataset.description if dataset and dataset.description else "see the dataset's datasheet"}.
 
 ## Differential privacy
-{"DP-SGD: " + str(dp) if dp else "Not trained with differential privacy (no DP-SGD); the training data is synthetic."}
+{privacy_text(dp)}
 
 ## Known risks, ethical considerations, caveats
 - Automation bias: clinicians may over-trust a confident proposal; the review step must stay a real decision.

@@ -152,3 +152,22 @@ def test_lineage_draws_each_artifact_once(
     assert graph.startswith("graph BT")
     for kind in ("release", "merged_model", "adapter", "dataset", "base_model", "eval_report"):
         assert graph.count(f'["{kind}<br/>') == 1, kind
+
+
+def test_card_command_renders_the_card_of_a_merged_model(
+    merged_tiny: Path, signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cards" / "MODEL_CARD.md"
+    args = ["card", str(merged_tiny), "--report", str(signed["report"]), "--output", str(out)]
+    assert main([*args, "--policy", str(ROOT / "configs/gate_strict.yaml"), "--name", "tiny-card"]) == 0
+    assert "gate FAILED" in capsys.readouterr().out
+    card = out.read_text()
+    assert card.startswith("---\nbase_model: ") and "# Model card: tiny-card" in card
+    assert "## Differential privacy" in card and "Not trained with differential privacy" in card
+    assert "## LLM-eval suites" in card and "FAIL refer_auc >= 0.9" in card
+    # a merged model changed after its manifest was written is refused
+    other = tmp_path / "other"
+    shutil.copytree(merged_tiny, other)
+    (other / "config.json").write_text((other / "config.json").read_text() + " ")
+    assert main([*args, "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 0
+    assert main(["card", str(other), "--report", str(signed["report"]), "--policy", "x.yaml"]) == 2

@@ -23,6 +23,7 @@ def render_adapter_card(
     dataset: DatasetRecord,
     metrics: dict[str, Any],
     findings: list[LintFinding],
+    privacy: dict[str, Any] | None = None,
 ) -> str:
     header = {
         "base_model": base.id,
@@ -98,6 +99,9 @@ Supervised fine-tuning with TRL (loss on the completion only), seed {config.seed
 {config.learning_rate}, batch size {config.per_device_train_batch_size} x {config.gradient_accumulation_steps},
 max length {config.max_length}. The resolved config, library versions and input hashes are in `manifest.json`.
 
+## Differential privacy
+{privacy_text(privacy)}
+
 ## Metrics (validation)
 | metric | value |
 |---|---|
@@ -112,3 +116,16 @@ This adapter {serving}.
 - Dataset content hash: `{dataset.content_hash}`
 - Verify: `python -m trainer verify <this folder>`
 """
+
+
+def privacy_text(privacy: dict[str, Any] | None) -> str:
+    if not privacy:
+        return "Not trained with differential privacy (no DP-SGD)."
+    return (
+        f"DP-SGD through Opacus: (epsilon = {privacy['epsilon']}, delta = {privacy['delta']:.2e}) at the level of one "
+        f"training record, {privacy['accountant']} accountant, per-example clipping norm {privacy['max_grad_norm']}, "
+        f"noise multiplier {privacy['noise_multiplier']}, sample rate {privacy['sample_rate']:.4f}, "
+        f"{privacy['steps']} steps, {privacy['trained_parameters']}. The guarantee covers this adapter's "
+        "training data only, not the base model's pretraining data; the noise came from a non-cryptographic RNG "
+        "(Opacus secure_mode off). See docs/dp_plan.md."
+    )

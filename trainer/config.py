@@ -64,6 +64,12 @@ class TrainConfig(BaseModel):
     max_eval_samples: int | None = Field(64, ge=1)
     report_to: list[str] = Field(default_factory=lambda: ["none"], description="none, mlflow, tensorboard")
     seed: int = 42
+    # differential privacy (Opacus DP-SGD on the LoRA weights; see docs/dp_plan.md)
+    dp: bool = Field(False, description="train with DP-SGD through Opacus (LoRA only)")
+    dp_target_epsilon: float = Field(8.0, gt=0, description="privacy budget epsilon for the whole run")
+    dp_delta: float | None = Field(None, gt=0, lt=1, description="delta; default 1/(10 N)")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="per-example gradient clipping norm")
+    dp_accountant: Literal["prv", "rdp", "gdp"] = Field("prv", description="Opacus privacy accountant")
     # run control
     smoke_test: bool = Field(False, description="a few steps on a few rows, to check the pipeline")
     resume: bool = Field(False, description="continue from the last checkpoint of this output_dir")

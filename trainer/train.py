@@ -157,6 +157,10 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
     from trl import SFTConfig, SFTTrainer
 
     config = config.effective()
+    if config.dp:
+        from trainer.dp import check_dp_config
+
+        check_dp_config(config)
     findings = lint_for_vllm(config)
     for finding in findings:
         log.warning("vLLM lint [%s] %s", finding.severity, finding.message)
@@ -190,6 +194,10 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
         train_data = _sft_split(splits["train"], config.max_train_samples, "train")
         eval_name = "validation" if "validation" in splits else None
         eval_data = _sft_split(splits[eval_name], config.max_eval_samples, eval_name) if eval_name else None
+        if config.dp:
+            from trainer.dp import resolve_delta
+
+            resolve_delta(config, len(train_data))
 
         set_seed(config.seed, deterministic=True)
         tokenizer = _load_tokenizer(base)
@@ -206,77 +214,96 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             modules_to_save=config.modules_to_save or None,
             use_dora=config.use_dora,
         )
-        # passed only when on: transformers 5 warns that the name is deprecated whenever it is given
-        optional: dict[str, Any] = {"gradient_checkpointing": True} if config.gradient_checkpointing else {}
-        args = SFTConfig(
-            output_dir=str(run_dir / "checkpoints"),
-            num_train_epochs=config.num_train_epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            per_device_eval_batch_size=config.per_device_eval_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type=config.lr_scheduler_type,
-            warmup_steps=config.warmup_steps,
-            weight_decay=config.weight_decay,
-            max_length=config.max_length,
-            completion_only_loss=True,
-            eval_strategy="steps" if eval_data is not None else "no",
-            eval_steps=config.eval_steps,
-            save_strategy="steps",
-            save_steps=config.save_steps,
-            save_total_limit=config.save_total_limit,
-            logging_steps=config.logging_steps,
-            report_to=[r for r in config.report_to if r != "none"] or "none",
-            seed=config.seed,
-            data_seed=config.seed,
-            full_determinism=True,
-            dataloader_num_workers=0,
-            bf16=False,
-            fp16=False,
-            use_cpu=not _has_cuda(),
-            dataset_num_proc=None,
-            **optional,
-        )
+        metrics: dict[str, Any]
+        if config.dp:
+            from peft import get_peft_model
 
-        class _LogToFile(TrainerCallback):
-            def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-                log.info("step %d: %s", state.global_step, json.dumps(kwargs.get("logs") or {}, default=str))
+            from trainer.dp import train_dp
 
-        started = time.monotonic()
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_data,
-            eval_dataset=eval_data,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[_LogToFile()],
-        )
-        result = trainer.train(resume_from_checkpoint=resume_from)
-        train_seconds = time.monotonic() - started
+            started = time.monotonic()
+            tuned, metrics = train_dp(
+                config, get_peft_model(model, peft_config), tokenizer, train_data, eval_data
+            )
+            train_seconds = time.monotonic() - started
+        else:
+            # passed only when on: transformers 5 warns that the name is deprecated whenever it is given
+            optional: dict[str, Any] = (
+                {"gradient_checkpointing": True} if config.gradient_checkpointing else {}
+            )
+            args = SFTConfig(
+                output_dir=str(run_dir / "checkpoints"),
+                num_train_epochs=config.num_train_epochs,
+                max_steps=config.max_steps,
+                per_device_train_batch_size=config.per_device_train_batch_size,
+                per_device_eval_batch_size=config.per_device_eval_batch_size,
+                gradient_accumulation_steps=config.gradient_accumulation_steps,
+                learning_rate=config.learning_rate,
+                lr_scheduler_type=config.lr_scheduler_type,
+                warmup_steps=config.warmup_steps,
+                weight_decay=config.weight_decay,
+                max_length=config.max_length,
+                completion_only_loss=True,
+                eval_strategy="steps" if eval_data is not None else "no",
+                eval_steps=config.eval_steps,
+                save_strategy="steps",
+                save_steps=config.save_steps,
+                save_total_limit=config.save_total_limit,
+                logging_steps=config.logging_steps,
+                report_to=[r for r in config.report_to if r != "none"] or "none",
+                seed=config.seed,
+                data_seed=config.seed,
+                full_determinism=True,
+                dataloader_num_workers=0,
+                bf16=False,
+                fp16=False,
+                use_cpu=not _has_cuda(),
+                dataset_num_proc=None,
+                **optional,
+            )
 
-        metrics: dict[str, Any] = {
-            "train_loss": float(result.training_loss),
-            "global_step": int(result.global_step),
-        }
-        if eval_data is not None:
-            metrics["eval_loss"] = _final_eval_loss(trainer)
+            class _LogToFile(TrainerCallback):
+                def on_log(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                    log.info(
+                        "step %d: %s", state.global_step, json.dumps(kwargs.get("logs") or {}, default=str)
+                    )
+
+            started = time.monotonic()
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=train_data,
+                eval_dataset=eval_data,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=[_LogToFile()],
+            )
+            result = trainer.train(resume_from_checkpoint=resume_from)
+            train_seconds = time.monotonic() - started
+
+            metrics = {
+                "train_loss": float(result.training_loss),
+                "global_step": int(result.global_step),
+            }
+            if eval_data is not None:
+                metrics["eval_loss"] = _final_eval_loss(trainer)
+            tuned = trainer.model
+        privacy = metrics.pop("differential_privacy", None)
         sample_prompt = (eval_data or train_data)[0]["prompt"]
-        metrics["adapter_output_delta_max_abs"] = _output_delta(trainer.model, tokenizer, sample_prompt)
+        metrics["adapter_output_delta_max_abs"] = _output_delta(tuned, tokenizer, sample_prompt)
         log.info("metrics: %s", json.dumps(metrics))
 
         output_dir = Path(config.output_dir)
         with atomic_folder(output_dir) as tmp:
-            tuned: Any = trainer.model
             tuned.save_pretrained(tmp)
             _portable_adapter_config(tmp, base)
             tokenizer.save_pretrained(tmp)
-            (tmp / "README.md").write_text(render_adapter_card(config, base, record, metrics, findings))
+            (tmp / "README.md").write_text(
+                render_adapter_card(config, base, record, metrics, findings, privacy)
+            )
             write_manifest(
                 tmp,
                 _adapter_manifest(
-                    config, base, record, metrics, findings, train_seconds, resume_from, run_dir
+                    config, base, record, metrics, findings, train_seconds, resume_from, run_dir, privacy
                 ),
             )
         manifest_path = output_dir / "manifest.json"
@@ -325,6 +352,7 @@ def _adapter_manifest(
     train_seconds: float,
     resume_from: str | None,
     run_dir: Path,
+    privacy: dict[str, Any] | None = None,
 ) -> Manifest:
     return Manifest(
         kind="adapter",
@@ -348,6 +376,7 @@ def _adapter_manifest(
             "resumed_from": Path(resume_from).name if resume_from else None,
             "run_dir": str(run_dir),
             "clinician_review_required": True,
+            "differential_privacy": privacy,
         },
     )
 
