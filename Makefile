@@ -60,6 +60,17 @@ demo: install tflite-env
 	    --max_steps 8 --per_device_train_batch_size 2 --max_length 160
 	$(PY) -m export tflite --causal_lm $(OUT)/students/screening --output_dir $(OUT)/edge/student
 	$(PY) -m export verify $(OUT)/edge/student
+	$(PY) -m evals run $(OUT)/merged/screening-lora --dataset demo-screening@1 \
+	    --output_dir $(OUT)/evals/screening-lora --limit 30 --n_resamples 300 \
+	    --suite evals/suites/screening_safety.yaml --suite_limit 1
+	$(PY) -m evals gate $(OUT)/evals/screening-lora --policy configs/gate_strict.yaml \
+	    || echo "strict gate: FAILED as expected for a 24-step demo adapter (reasons above); releasing under the lenient gate"
+	$(PY) -m evals gate $(OUT)/evals/screening-lora --policy configs/gate_lenient.yaml
+	test -f $(OUT)/keys/release.key || $(PY) -m governance keygen --out $(OUT)/keys/release
+	$(PY) -m governance release $(OUT)/merged/screening-lora --report $(OUT)/evals/screening-lora \
+	    --policy configs/gate_lenient.yaml --key $(OUT)/keys/release.key --output_dir $(OUT)/releases/screening-lora
+	$(PY) -m governance verify $(OUT)/releases/screening-lora --public_key $(OUT)/keys/release.pub
+	@echo "model card: $(OUT)/releases/screening-lora/README.md  report: $(OUT)/releases/screening-lora/eval_report.html"
 
 bench: install tflite-env
 	$(PY) bench/edge.py --embedder_dir $(OUT)/edge/minilm --causal_lm_dir $(OUT)/edge/student

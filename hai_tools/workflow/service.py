@@ -1,0 +1,183 @@
+"""The review service: starts cases (the graph runs until it pauses at clinician_review), lists and shows
+pending cases, and accepts decisions from authorised reviewers, each in whatever process calls it; state
+lives in the checkpointer (SQLite by default, Postgres by configuration) and the record store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hai_tools.config_file import read_yaml_mapping
+from hai_tools.errors import ConfigError, HaiError
+from hai_tools.settings import hai_home
+from hai_tools.workflow.graph import build_graph, load_corpus, validate_case
+from hai_tools.workflow.review import (
+    DecisionInput,
+    RecordStore,
+    ReviewerRegistry,
+    ReviewRefused,
+    SignedDecision,
+    load_or_create_key,
+    now,
+    sign,
+)
+from hai_tools.workflow.skills_client import McpConfig, McpSkills
+
+
+class CaseNotFound(HaiError):
+    """No such case, or it is not waiting for review."""
+
+
+class WorkflowConfig(BaseModel):
+    """`configs/workflow.yaml`; paths default under `$HAI_HOME/workflow/`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mcp: McpConfig = Field(default_factory=McpConfig)
+    checkpointer: str = Field(
+        "sqlite",
+        description="'sqlite' ($HAI_HOME/workflow/checkpoints.sqlite), a sqlite file path, or postgresql://...",
+    )
+    records: str | None = Field(None, description="SQLite file of final records and the case index")
+    reviewers: str | None = Field(None, description="YAML registry of reviewers (token hashes)")
+    signing_key: str | None = Field(None, description="ed25519 key that signs decisions and records")
+    corpus: str | None = Field(None, description="evidence passages YAML; default: the packaged milestones")
+    top_k: int = Field(2, ge=1, le=8)
+    max_new_tokens: int = Field(128, ge=1, le=512)
+
+    def path(self, value: str | None, default: str) -> Path:
+        return Path(value).expanduser() if value else hai_home() / "workflow" / default
+
+
+def load_workflow_config(path: Path | None) -> WorkflowConfig:
+    path = path or (
+        Path(os.environ["HAI_WORKFLOW_CONFIG"]) if os.environ.get("HAI_WORKFLOW_CONFIG") else None
+    )
+    if path is None:
+        return WorkflowConfig()
+    try:
+        return WorkflowConfig.model_validate(read_yaml_mapping(path, "workflow keys"))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(
+            f"workflow config {path}: {'.'.join(map(str, error['loc']))}: {error['msg']}"
+        ) from None
+
+
+@asynccontextmanager
+async def open_checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
+    if spec.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver  # type: ignore[import-not-found]
+        except ImportError:
+            raise ConfigError(
+                "a Postgres checkpointer needs langgraph-checkpoint-postgres (pip install "
+                "langgraph-checkpoint-postgres 'psycopg[binary]')"
+            ) from None
+        async with AsyncPostgresSaver.from_conn_string(spec) as saver:
+            await saver.setup()
+            yield saver
+        return
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path = default if spec == "sqlite" else Path(spec.removeprefix("sqlite:///")).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+        yield saver
+
+
+class ReviewService:
+    def __init__(self, config: WorkflowConfig, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.store = RecordStore(config.path(config.records, "records.sqlite"))
+        self.reviewers = ReviewerRegistry(config.path(config.reviewers, "reviewers.yaml"))
+        self.key = load_or_create_key(config.path(config.signing_key, "review.key"))
+        self.skills = McpSkills(config.mcp, env)
+        self._corpus = load_corpus(config.corpus)
+
+    @asynccontextmanager
+    async def graph(self) -> AsyncIterator[Any]:
+        graph = build_graph(
+            self.skills, self.key, self.store, self._corpus, self.config.top_k, self.config.max_new_tokens
+        )
+        default = self.config.path(None, "checkpoints.sqlite")
+        async with open_checkpointer(self.config.checkpointer, default) as saver:
+            yield graph.compile(checkpointer=saver)
+
+    async def start(self, case: dict[str, Any], thread_id: str | None = None) -> dict[str, Any]:
+        """Run a new case up to the clinician review; returns the review payload."""
+        import uuid
+
+        checked = validate_case(case)
+        thread_id = thread_id or f"{checked.case_id}-{uuid.uuid4().hex[:8]}"
+        async with self.graph() as graph:
+            config = {"configurable": {"thread_id": thread_id}}
+            if (await graph.aget_state(config)).values:
+                raise HaiError(f"case thread {thread_id} already exists")
+            await self.skills._session()  # open the MCP connection in this task (not inside a node)
+            try:
+                await graph.ainvoke({"case": checked.model_dump()}, config)
+            finally:
+                await self.skills.aclose()
+            self.store.set_status(thread_id, checked.case_id, "pending_review")
+            return await self._pending(graph, thread_id)
+
+    async def _pending(self, graph: Any, thread_id: str) -> dict[str, Any]:
+        state = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+        for task in state.tasks:
+            for item in task.interrupts:
+                if task.name == "clinician_review":
+                    return dict(item.value)
+        if not state.values:
+            raise CaseNotFound(f"no case {thread_id}")
+        raise CaseNotFound(f"case {thread_id} is not waiting for review")
+
+    async def show(self, thread_id: str) -> dict[str, Any]:
+        async with self.graph() as graph:
+            return await self._pending(graph, thread_id)
+
+    def pending(self) -> list[dict[str, str]]:
+        return self.store.cases("pending_review")
+
+    async def decide(self, thread_id: str, decision: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """Validate and authorise, sign, resume the graph; returns the signed final record."""
+        from langgraph.types import Command
+
+        try:
+            checked = DecisionInput.model_validate(decision)
+        except ValidationError as exc:
+            raise ReviewRefused(f"malformed decision: {exc.errors()[0]['msg']}") from None
+        reviewer = self.reviewers.authorise(checked.reviewer_id, token)
+        async with self.graph() as graph:
+            payload = await self._pending(graph, thread_id)
+            signed = SignedDecision(
+                **checked.model_dump(),
+                thread_id=thread_id,
+                proposal_hash=payload["proposal_hash"],
+                reviewer_role=reviewer.role,
+                decided_at=now(),
+            )
+            signed.signature = sign(self.key, signed.payload())
+            result = await graph.ainvoke(
+                Command(resume=signed.model_dump()), {"configurable": {"thread_id": thread_id}}
+            )
+        record = self.store.get_record(thread_id, self.key.public_key())
+        if record is None or result.get("record") != record:
+            raise HaiError(f"case {thread_id} did not finalise")
+        return record
+
+    def record(self, thread_id: str) -> dict[str, Any] | None:
+        """The verified final record, or None while the case awaits review."""
+        return self.store.get_record(thread_id, self.key.public_key())
+
+    def released_text(self, thread_id: str) -> str | None:
+        """The only way to read what a case released: from its signed final record; refuses before review."""
+        record = self.record(thread_id)
+        if record is None:
+            raise ReviewRefused(f"case {thread_id} has not been reviewed: nothing is released")
+        return record["released_text"]  # type: ignore[no-any-return]
