@@ -4,6 +4,7 @@ opens on the first call, so a process that only records a clinician's decision n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from contextlib import AsyncExitStack
@@ -80,9 +81,15 @@ class McpSkills:
                 httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(self.config.timeout_s))
             )
             target = streamable_http_client(self.config.url, http_client=http)
-        self._client = await stack.enter_async_context(
-            Client(target, read_timeout_seconds=self.config.timeout_s)
-        )
+        try:
+            self._client = await stack.enter_async_context(
+                Client(target, read_timeout_seconds=self.config.timeout_s)
+            )
+        except Exception as exc:  # transport errors arrive as exception groups from the SDK's task groups
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+            where = self.config.url if self.config.transport == "http" else "mcp_server.py over stdio"
+            raise SkillCallError(f"cannot open an MCP session with {where}: {_first_cause(exc)}") from None
         self._stack = stack
         return self._client
 
@@ -106,3 +113,9 @@ class McpSkills:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack, self._client = None, None
+
+
+def _first_cause(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"[:300]

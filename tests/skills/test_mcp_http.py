@@ -134,3 +134,36 @@ def test_malformed_json_rpc_is_refused_and_the_server_keeps_serving(server_url: 
         response = httpx.post(f"{server_url}/mcp", content=body, headers=headers)
         assert 400 <= response.status_code < 500 or b"error" in response.content
     test_valid_token_calls_every_tool(server_url)
+
+
+def test_workflow_reaches_the_skills_over_http(
+    server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LangGraph workflow against the HTTP deployment: same graph, `mcp.transport: http`, bearer token
+    from the environment; a case pauses at review and an authorised approval finalises it."""
+    from hai_tools.workflow import McpConfig, ReviewerRegistry, ReviewService, WorkflowConfig
+    from hai_tools.workflow.skills_client import SkillCallError
+
+    config = WorkflowConfig(
+        mcp=McpConfig(transport="http", url=f"{server_url}/mcp", token_env="TEST_WORKFLOW_MCP_TOKEN"),
+        checkpointer=str(tmp_path / "checkpoints.sqlite"),
+        records=str(tmp_path / "records.sqlite"),
+        reviewers=str(tmp_path / "reviewers.yaml"),
+        signing_key=str(tmp_path / "review.key"),
+        max_new_tokens=8,
+    )
+    token = ReviewerRegistry(tmp_path / "reviewers.yaml").add("dr-http", "nurse")
+    case = {"case_id": "h-1", "age_months": 24, "observations": "No two-word phrases; runs well."}
+    monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", "wrong-token")
+    with pytest.raises(SkillCallError, match="cannot open an MCP session"):
+        asyncio.run(ReviewService(config).start(case))
+    monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", TOKEN)
+    service = ReviewService(config)
+    payload = asyncio.run(service.start(case))
+    assert payload["proposal"]["backend"] == "local" and payload["requires_clinician_review"] is True
+    record = asyncio.run(
+        service.decide(payload["thread_id"], {"action": "approve", "reviewer_id": "dr-http"}, token)
+    )
+    assert (
+        record["released_text"] == payload["proposal"]["answer_text"] and record["reviewer_role"] == "nurse"
+    )
