@@ -51,6 +51,17 @@ def _data_parser() -> argparse.ArgumentParser:
     show.add_argument("ref")
     ver = sub.add_parser("verify", help="re-hash a dataset's files")
     ver.add_argument("ref")
+    rad = sub.add_parser(
+        "prepare-radiology", help="PNG/JPEG/DICOM + labels.csv -> de-identified image dataset, registered"
+    )
+    rad.add_argument("--raw_dir", type=Path, required=True)
+    rad.add_argument("--output_dir", type=Path, required=True)
+    rad.add_argument("--labels", type=Path, help="labels CSV; default RAW_DIR/labels.csv")
+    rad.add_argument("--image_size", type=int, default=448, help="longest side after resizing")
+    rad.add_argument("--register", metavar="NAME@VERSION", help="register the prepared dataset as this ref")
+    rad.add_argument("--license", default="internal-use-only")
+    rad.add_argument("--deid-attestation", help="who attests the data is de-identified, and how")
+    rad.add_argument("--deid-waiver", help="reason no de-identification is needed (recorded)")
     gen = sub.add_parser("generate-demo", help="write the synthetic developmental-screening dataset")
     gen.add_argument("--output_dir", type=Path, required=True)
     gen.add_argument("--n_patients", type=int, default=300)
@@ -59,6 +70,7 @@ def _data_parser() -> argparse.ArgumentParser:
 
 
 def _data(argv: list[str]) -> int:
+    from hai_tools.errors import RegistryError
     from hai_tools.registry import open_registry
     from hai_tools.registry.base import parse_ref
     from hai_tools.registry.datasets import register_dataset, verify_dataset
@@ -70,6 +82,35 @@ def _data(argv: list[str]) -> int:
         files = write_demo_dataset(args.output_dir, args.n_patients, args.seed)
         for split, path in files.items():
             print(f"{split}\t{path}")
+        return 0
+    if args.action == "prepare-radiology":
+        import os
+
+        from hai_tools.radiology import prepare_radiology
+
+        salt = os.environ.get("HAI_PSEUDONYM_SALT")
+        if args.register and not (args.deid_attestation or args.deid_waiver):
+            raise RegistryError("--register needs --deid-attestation (or --deid-waiver)")
+        counts = prepare_radiology(
+            args.raw_dir, args.output_dir, args.labels, salt or "hai-tools", args.image_size
+        )
+        print("prepared " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" in {args.output_dir}")
+        if not salt:
+            print(
+                "note: patient pseudonyms use the default salt; set HAI_PSEUDONYM_SALT (secret) for real data"
+            )
+        if args.register:
+            record = register_dataset(
+                open_registry(),
+                args.register,
+                folder=args.output_dir / "data",
+                license=args.license,
+                deid_attestation=args.deid_attestation,
+                deid_waiver=args.deid_waiver,
+                patient_id_column="patient_id",
+                description="pediatric radiology (bone age, ROP plus disease, fracture) from prepare-radiology",
+            )
+            print(f"registered {record.ref} {record.content_hash}")
         return 0
     store = open_registry()
     if args.action == "register":
