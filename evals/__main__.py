@@ -38,6 +38,14 @@ def _main(argv: list[str]) -> int:
     suite.add_argument("--judge_config", type=Path, help="YAML JudgeConfig; default: the suite's judge")
     suite.add_argument("--output_dir", type=Path, required=True)
     suite.add_argument("--limit", type=int)
+    rad = sub.add_parser("radiology", help="bone-age MAE, ROP AUC, fracture F1 (with CIs, by subgroup)")
+    rad.add_argument("model", help="merged Gemma-3 image-text model folder")
+    rad.add_argument("--dataset", required=True, help="a prepare-radiology dataset ref")
+    rad.add_argument("--split", default="test")
+    rad.add_argument("--output_dir", type=Path, required=True)
+    rad.add_argument("--limit", type=int)
+    rad.add_argument("--n_resamples", type=int, default=1000)
+    rad.add_argument("--min_group_size", type=int, default=10)
     gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
     gate.add_argument("report_dir", type=Path)
     gate.add_argument("--policy", type=Path, required=True)
@@ -55,6 +63,20 @@ def _main(argv: list[str]) -> int:
             args.min_group_size,
             suites=args.suite,
             suite_limit=args.suite_limit,
+        )
+        print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
+        return 0
+    if args.action == "radiology":
+        from evals.radiology import run_radiology_eval
+
+        out = run_radiology_eval(
+            args.model,
+            args.dataset,
+            args.output_dir,
+            args.split,
+            args.limit,
+            args.n_resamples,
+            args.min_group_size,
         )
         print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
         return 0

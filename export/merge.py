@@ -53,15 +53,26 @@ def merge_adapter(
             f"adapter '{adapter.name}' was trained on base {recorded.name} ({recorded.hash[:19]}), "
             f"not on {base.id} ({base.identity[:19]})"
         )
-    check_architecture(Path(base.path))
+    image_text = adapter.extra.get("modality") == "image_text"
+    if not image_text:
+        check_architecture(Path(base.path))
     started = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    processor: Any = None
+    if image_text:  # Gemma-3 image-text: merge the language model's adapters; parity on text prompts
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(adapter_dir)
+        tokenizer = processor.tokenizer
+        auto: Any = AutoModelForImageTextToText
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        auto = AutoModelForCausalLM
     if not tokenizer.chat_template:
         tokenizer.chat_template = gemma_chat_template()
     # Reference and merge in float64: the check then measures the merge (weights rounded once to float32),
     # not float32 forward-pass noise, which alone reaches ~1e-4 on Gemma's 262k-vocabulary logits.
     dtype = getattr(torch, parity_dtype)
-    model: Any = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    model: Any = auto.from_pretrained(base.path, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).to(dtype)
     batches = encode_prompts(tokenizer)
     with_adapter = causal_logits(model, batches)
@@ -70,7 +81,7 @@ def merge_adapter(
 
     with atomic_folder(Path(output_dir)) as tmp:
         merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        (processor or tokenizer).save_pretrained(tmp)
         card = (
             (Path(adapter_dir) / "README.md").read_text()
             if (Path(adapter_dir) / "README.md").exists()
@@ -80,7 +91,7 @@ def merge_adapter(
             card + f"\n## Merged model\nThe adapter `{adapter.name}` ({adapter.content_hash}) merged into "
             f"`{base.id}`; parity with base+adapter is in `manifest.json` (`parity_max_abs_logit_diff`).\n"
         )
-        reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
+        reloaded = auto.from_pretrained(tmp, dtype=dtype)
         diff = max_abs_diff(with_adapter, causal_logits(reloaded, batches))
         log.info("merge parity (%s): max |logit diff| = %.3g (tolerance %.1g)", parity_dtype, diff, tolerance)
         if not diff <= tolerance:
@@ -112,7 +123,11 @@ def merge_adapter(
                 library_versions=library_versions(LIBRARIES),
                 metrics={"parity_max_abs_logit_diff": diff},
                 timings={"merge_seconds": round(time.monotonic() - started, 3)},
-                extra={"base_model": base.model_dump(), "clinician_review_required": True},
+                extra={
+                    "base_model": base.model_dump(),
+                    "clinician_review_required": True,
+                    "modality": "image_text" if image_text else "text",
+                },
             ),
         )
     return Path(output_dir).resolve()

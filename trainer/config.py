@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     dataset: str = Field("demo-screening@1", description="registered dataset name@version")
     adapter_name: str = Field("screening-lora", description="name of the adapter (registry and card)")
     output_dir: str = Field("out/adapters/screening-lora", description="adapter artifact folder")
+    modality: Literal["text", "image_text"] = Field(
+        "text", description="image_text: a Gemma-3 image-text model on a prepare-radiology dataset"
+    )
     method: Literal["lora", "qlora"] = Field("lora", description="lora, or qlora (bitsandbytes 4-bit base)")
     # adapter
     lora_r: int = Field(8, ge=1, le=1024)

@@ -161,6 +161,12 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
         from trainer.dp import check_dp_config
 
         check_dp_config(config)
+    if config.modality == "image_text":
+        if config.dp:
+            raise ConfigError("--dp is not supported for image_text training yet")
+        from trainer.radiology import train_image_text
+
+        return train_image_text(config, store or open_registry())
     findings = lint_for_vllm(config)
     for finding in findings:
         log.warning("vLLM lint [%s] %s", finding.severity, finding.message)

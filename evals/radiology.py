@@ -1,0 +1,193 @@
+"""`python -m evals radiology`: score a (merged) Gemma-3 image-text model on a prepared radiology dataset.
+
+bone age: greedy answer `Bone age: <months>` parsed -> MAE in months (unparsed answers are reported as a rate);
+ROP plus disease and fracture: P(yes) from the likelihood of `yes` vs `no` after the answer prefix -> ROP AUC,
+fracture F1 at 0.5 (and sensitivity/specificity); every metric with a bootstrap CI, overall and per subgroup
+(sex, age band, site; small or one-class subgroups are reported as such). Gate with
+`python -m evals gate REPORT --policy configs/gate_radiology.yaml` (the seed's targets).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evals.metrics import MetricCI, binary_metrics, mae
+from evals.report import EvalReport, render_html
+from evals.screening import age_band
+from hai_tools.manifest import (
+    ArtifactInput,
+    Manifest,
+    atomic_folder,
+    code_version,
+    library_versions,
+    load_manifest,
+    write_manifest,
+)
+from trainer.radiology import turn
+
+PREFIX = {"rop": "Plus disease: ", "fracture": "Fracture: "}
+SUBGROUPS = ("sex", "age_band", "site")
+
+
+def _load(model_dir: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoProcessor.from_pretrained(model_dir), AutoModelForImageTextToText.from_pretrained(
+        model_dir, dtype=torch.float32
+    ).eval()
+
+
+def _continuation_logprob(processor: Any, model: Any, prefix: str, option: str, image: Any) -> float:
+    import torch
+
+    full = processor(text=[prefix + option], images=[[image]], return_tensors="pt")
+    n_prefix = len(processor(text=[prefix], images=[[image]], return_tensors="pt")["input_ids"][0])
+    with torch.no_grad():
+        logits = model(**full).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1)
+    ids = full["input_ids"][0]
+    return float(sum(logp[i - 1, ids[i]] for i in range(n_prefix, len(ids))))
+
+
+def score_row(processor: Any, model: Any, row: dict[str, Any], max_new_tokens: int = 8) -> dict[str, Any]:
+    import torch
+
+    image = row["image"].convert("RGB")
+    out: dict[str, Any] = {"task": row["task"], "label": float(row["label"])}
+    if row["task"] == "bone_age":
+        inputs = processor(text=[turn(row["prompt"])], images=[[image]], return_tensors="pt")
+        with torch.no_grad():
+            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        text = processor.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        match = re.search(r"(\d+(?:\.\d+)?)", text)
+        out["answer"] = text.strip()[:80]
+        out["prediction"] = float(match.group(1)) if match else None
+    else:
+        prefix = turn(row["prompt"]) + PREFIX[row["task"]]
+        yes, no = (_continuation_logprob(processor, model, prefix, o, image) for o in ("yes", "no"))
+        out["p_yes"] = float(1 / (1 + np.exp(no - yes)))
+    return out
+
+
+def _task_metrics(rows: list[dict[str, Any]], task: str, n_resamples: int) -> dict[str, MetricCI]:
+    picked = [r for r in rows if r["task"] == task]
+    if not picked:
+        return {}
+    if task == "bone_age":
+        parsed = [r for r in picked if r["prediction"] is not None]
+        result = {
+            "bone_age_unparsed_rate": MetricCI(value=1 - len(parsed) / len(picked), n=len(picked)),
+        }
+        result["bone_age_mae"] = (
+            mae(
+                np.asarray([r["label"] for r in parsed]),
+                np.asarray([r["prediction"] for r in parsed]),
+                n_resamples,
+            )
+            if parsed
+            else MetricCI(value=None, n=len(picked), note="no parsable answer")
+        )
+        return result
+    y = np.asarray([int(r["label"]) for r in picked])
+    score = np.asarray([r["p_yes"] for r in picked])
+    metrics = binary_metrics(y, score, 0.5, n_resamples)
+    return {f"{task}_{k}": v for k, v in metrics.items() if k in ("auc", "f1", "sensitivity", "specificity")}
+
+
+def run_radiology_eval(
+    model_dir: str,
+    dataset_ref: str,
+    output_dir: Path,
+    split: str = "test",
+    limit: int | None = None,
+    n_resamples: int = 1000,
+    min_group_size: int = 10,
+) -> Path:
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import load_registered
+
+    started = time.monotonic()
+    record, splits = load_registered(open_registry(), dataset_ref)
+    data = splits[split]
+    source_rows = [data[i] for i in range(min(limit or len(data), len(data)))]
+    processor, model = _load(model_dir)
+    rows = []
+    for source in source_rows:
+        scored = score_row(processor, model, source)
+        scored |= {
+            "sex": source["sex"],
+            "age_band": age_band(int(source["age_months"])),
+            "site": source["site"],
+        }
+        rows.append(scored)
+    metrics: dict[str, MetricCI] = {}
+    for task in ("bone_age", "rop", "fracture"):
+        metrics |= _task_metrics(rows, task, n_resamples)
+        for attribute in SUBGROUPS:
+            for group in sorted({str(r[attribute]) for r in rows if r["task"] == task}):
+                members = [r for r in rows if r["task"] == task and str(r[attribute]) == group]
+                if len(members) < min_group_size:
+                    for name in _task_metrics(rows, task, 0):
+                        metrics[f"{name}[{attribute}={group}]"] = MetricCI(
+                            value=None, n=len(members), note=f"too small to report (< {min_group_size})"
+                        )
+                    continue
+                for name, value in _task_metrics(members, task, n_resamples).items():
+                    metrics[f"{name}[{attribute}={group}]"] = value
+    folder = Path(model_dir)
+    source = load_manifest(folder) if (folder / "manifest.json").exists() else None
+    rop = [r for r in rows if r["task"] == "rop"]
+    report = EvalReport(
+        model={
+            "id": model_dir,
+            "name": source.name if source else model_dir,
+            "hash": source.content_hash if source else None,
+            "kind": source.kind if source else "base_model",
+        },
+        dataset={"ref": record.ref, "hash": record.content_hash, "split": split, "n": len(rows)},
+        protocol={
+            "prompts": "per task, from the dataset (trainer data prepare-radiology)",
+            "decoding": "bone age: greedy, 8 new tokens, first number parsed; rop/fracture: likelihood of yes vs no",
+            "threshold": 0.5,
+            "n_resamples": n_resamples,
+            "min_group_size": min_group_size,
+            "library_versions": library_versions(("torch", "transformers", "scikit-learn", "hai-tools")),
+        },
+        metrics=metrics,
+        bias_audit=[],
+        safety_checks=[],
+        predictions=rows,
+    )
+    y = np.asarray([int(r["label"]) for r in rop])
+    score = np.asarray([r["p_yes"] for r in rop])
+    with atomic_folder(output_dir) as tmp:
+        (tmp / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
+        (tmp / "report.html").write_text(render_html(report, y, score))
+        inputs = [ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)]
+        if source is not None:
+            inputs.insert(
+                0,
+                ArtifactInput(
+                    kind=source.kind, name=source.name, hash=source.content_hash, uri=str(folder.resolve())
+                ),
+            )
+        write_manifest(
+            tmp,
+            Manifest(
+                kind="eval_report",
+                name=f"{report.model['name']}-{split}",
+                inputs=inputs,
+                config=json.loads(json.dumps(report.protocol)),
+                code_version=code_version(),
+                metrics={k: v.value for k, v in metrics.items() if "[" not in k},
+                timings={"eval_seconds": round(time.monotonic() - started, 1)},
+            ),
+        )
+    return output_dir.resolve()
