@@ -61,7 +61,7 @@ demo: install tflite-env
 	$(PY) -m export tflite --causal_lm $(OUT)/students/screening --output_dir $(OUT)/edge/student
 	$(PY) -m export verify $(OUT)/edge/student
 	$(PY) -m evals run $(OUT)/merged/screening-lora --dataset demo-screening@1 \
-	    --output_dir $(OUT)/evals/screening-lora --limit 30 --n_resamples 300 \
+	    --output_dir $(OUT)/evals/screening-lora --limit 30 --n_resamples 300 --min_group_size 5 \
 	    --suite evals/suites/screening_safety.yaml --suite_limit 1
 	$(PY) -m evals gate $(OUT)/evals/screening-lora --policy configs/gate_strict.yaml \
 	    || echo "strict gate: FAILED as expected for a 24-step demo adapter (reasons above); releasing under the lenient gate"
