@@ -24,6 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hai_tools.errors import ConfigError, HaiError
 
 T = TypeVar("T", bound=BaseModel)
+# offline and telemetry off whichever way the suites are started (the Makefile sets the same): deepeval
+# and ragas read these when they are first imported, which happens lazily below
+os.environ.setdefault("DEEPEVAL_TELEMETRY_OPT_OUT", "1")
+os.environ.setdefault("DEEPEVAL_DISABLE_DOTENV", "1")
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 
 class JudgeError(HaiError):
