@@ -323,26 +323,16 @@ def write_suite_report(
     limit: int | None = None,
 ) -> Path:
     """`python -m evals suite`: suite.json and a manifest pinning the suite, model and judge."""
+    from evals.report import model_source
     from hai_tools.manifest import ArtifactInput, Manifest, atomic_folder, code_version, write_manifest
 
     judge = load_judge_config(judge_path) if judge_path else None
     report = run_suite(suite_path, model_id, embedder_id, judge, limit)
-    folder = Path(model_id)
-    inputs = [
-        ArtifactInput(
-            kind="llm_eval_suite", name=report.suite, hash=report.suite_hash, uri=str(suite_path.resolve())
-        )
-    ]
-    if (folder / "manifest.json").exists():
-        from hai_tools.manifest import load_manifest
-
-        source = load_manifest(folder)
-        inputs.insert(
-            0,
-            ArtifactInput(
-                kind=source.kind, name=source.name, hash=source.content_hash, uri=str(folder.resolve())
-            ),
-        )
+    _, source_input = model_source(model_id)
+    suite_input = ArtifactInput(
+        kind="llm_eval_suite", name=report.suite, hash=report.suite_hash, uri=str(suite_path.resolve())
+    )
+    inputs = [*([source_input] if source_input else []), suite_input]
     with atomic_folder(output_dir) as tmp:
         (tmp / "suite.json").write_text(report.model_dump_json(indent=2) + "\n")
         write_manifest(

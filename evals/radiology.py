@@ -9,7 +9,6 @@ fracture F1 at 0.5 (and sensitivity/specificity); every metric with a bootstrap 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -18,16 +17,11 @@ from typing import Any
 import numpy as np
 
 from evals.metrics import MetricCI, binary_metrics, mae
-from evals.report import EvalReport, render_html
+from evals.report import EvalReport, model_source, write_eval_report
 from evals.screening import age_band
 from hai_tools.manifest import (
     ArtifactInput,
-    Manifest,
-    atomic_folder,
-    code_version,
     library_versions,
-    load_manifest,
-    write_manifest,
 )
 from trainer.radiology import turn
 
@@ -141,16 +135,10 @@ def run_radiology_eval(
                     continue
                 for name, value in _task_metrics(members, task, n_resamples).items():
                     metrics[f"{name}[{attribute}={group}]"] = value
-    folder = Path(model_dir)
-    source = load_manifest(folder) if (folder / "manifest.json").exists() else None
+    model_entry, source_input = model_source(model_dir)
     rop = [r for r in rows if r["task"] == "rop"]
     report = EvalReport(
-        model={
-            "id": model_dir,
-            "name": source.name if source else model_dir,
-            "hash": source.content_hash if source else None,
-            "kind": source.kind if source else "base_model",
-        },
+        model=model_entry,
         dataset={"ref": record.ref, "hash": record.content_hash, "split": split, "n": len(rows)},
         protocol={
             "prompts": "per task, from the dataset (trainer data prepare-radiology)",
@@ -167,27 +155,13 @@ def run_radiology_eval(
     )
     y = np.asarray([int(r["label"]) for r in rop])
     score = np.asarray([r["p_yes"] for r in rop])
-    with atomic_folder(output_dir) as tmp:
-        (tmp / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
-        (tmp / "report.html").write_text(render_html(report, y, score))
-        inputs = [ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)]
-        if source is not None:
-            inputs.insert(
-                0,
-                ArtifactInput(
-                    kind=source.kind, name=source.name, hash=source.content_hash, uri=str(folder.resolve())
-                ),
-            )
-        write_manifest(
-            tmp,
-            Manifest(
-                kind="eval_report",
-                name=f"{report.model['name']}-{split}",
-                inputs=inputs,
-                config=json.loads(json.dumps(report.protocol)),
-                code_version=code_version(),
-                metrics={k: v.value for k, v in metrics.items() if "[" not in k},
-                timings={"eval_seconds": round(time.monotonic() - started, 1)},
-            ),
-        )
-    return output_dir.resolve()
+    dataset_input = ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)
+    return write_eval_report(
+        output_dir,
+        report,
+        y,
+        score,
+        [*([source_input] if source_input else []), dataset_input],
+        {k: v.value for k, v in metrics.items() if "[" not in k},
+        time.monotonic() - started,
+    )

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import html
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,15 @@ from sklearn.metrics import roc_curve
 
 from evals.bias import AttributeAudit
 from evals.metrics import MetricCI
+from hai_tools.manifest import (
+    MANIFEST_NAME,
+    ArtifactInput,
+    Manifest,
+    atomic_folder,
+    code_version,
+    load_manifest,
+    write_manifest,
+)
 
 
 class SafetyCheck(BaseModel):
@@ -157,3 +168,43 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
 <h2>LLM-eval suites</h2>{suites or "<p>none run</p>"}
 <h2>Protocol</h2><ul>{protocol}</ul></body></html>
 """
+
+
+def model_source(model_id: str) -> tuple[dict[str, Any], ArtifactInput | None]:
+    """The report's `model` entry and, when `model_id` is an artifact folder, its manifest as an input."""
+    folder = Path(model_id)
+    if not (folder / MANIFEST_NAME).exists():
+        return {"id": model_id, "name": model_id, "hash": None, "kind": "base_model"}, None
+    source = load_manifest(folder)
+    entry = {"id": model_id, "name": source.name, "hash": source.content_hash, "kind": source.kind}
+    return entry, ArtifactInput(
+        kind=source.kind, name=source.name, hash=source.content_hash, uri=str(folder.resolve())
+    )
+
+
+def write_eval_report(
+    output_dir: Path,
+    report: EvalReport,
+    y: np.ndarray,
+    score: np.ndarray,
+    inputs: list[ArtifactInput],
+    metrics: dict[str, Any],
+    seconds: float,
+) -> Path:
+    """report.json, report.html and the eval_report manifest, written atomically."""
+    with atomic_folder(output_dir) as tmp:
+        (tmp / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
+        (tmp / "report.html").write_text(render_html(report, y, score))
+        write_manifest(
+            tmp,
+            Manifest(
+                kind="eval_report",
+                name=f"{report.model['name']}-{report.dataset['split']}",
+                inputs=inputs,
+                config=json.loads(json.dumps(report.protocol)),
+                code_version=code_version(),
+                metrics=metrics,
+                timings={"eval_seconds": round(seconds, 1)},
+            ),
+        )
+    return output_dir.resolve()

@@ -4,7 +4,6 @@ safety checks through the ReasonerSkill, and write report.json, report.html and 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -13,15 +12,11 @@ import numpy as np
 
 from evals.bias import bias_audit
 from evals.metrics import binary_metrics, multiclass_f1
-from evals.report import EvalReport, SafetyCheck, render_html
+from evals.report import EvalReport, SafetyCheck, model_source, write_eval_report
 from evals.screening import load_reasoner, protocol, score_cases
 from hai_tools.manifest import (
     ArtifactInput,
-    Manifest,
-    atomic_folder,
-    code_version,
     library_versions,
-    load_manifest,
 )
 from hai_tools.registry import open_registry
 from hai_tools.registry.datasets import load_registered
@@ -124,15 +119,9 @@ def run_eval(
                 mode="json"
             )
         )
-    folder = Path(model_id)
-    source = load_manifest(folder) if (folder / "manifest.json").exists() else None
+    model_entry, source_input = model_source(model_id)
     report = EvalReport(
-        model={
-            "id": model_id,
-            "name": source.name if source else model_id,
-            "hash": source.content_hash if source else None,
-            "kind": source.kind if source else "base_model",
-        },
+        model=model_entry,
         dataset={"ref": record.ref, "hash": record.content_hash, "split": split, "n": len(rows)},
         protocol={
             **protocol(tokenizer),
@@ -147,33 +136,17 @@ def run_eval(
         llm_evals=llm_evals,
         predictions=rows,
     )
-    with atomic_folder(output_dir) as tmp:
-        (tmp / "report.json").write_text(report.model_dump_json(indent=2) + "\n")
-        (tmp / "report.html").write_text(render_html(report, y, score))
-        inputs = [ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)]
-        inputs += [
-            ArtifactInput(kind="llm_eval_suite", name=s["suite"], hash=s["suite_hash"], uri=str(p.resolve()))
-            for s, p in zip(llm_evals, suites or [], strict=True)
-        ]
-        if source is not None:
-            inputs.insert(
-                0,
-                ArtifactInput(
-                    kind=source.kind, name=source.name, hash=source.content_hash, uri=str(folder.resolve())
-                ),
-            )
-        from hai_tools.manifest import write_manifest
-
-        write_manifest(
-            tmp,
-            Manifest(
-                kind="eval_report",
-                name=f"{report.model['name']}-{split}",
-                inputs=inputs,
-                config=json.loads(json.dumps(report.protocol)),
-                code_version=code_version(),
-                metrics={k: v.value for k, v in metrics.items()},
-                timings={"eval_seconds": round(time.monotonic() - started, 1)},
-            ),
-        )
-    return output_dir.resolve()
+    dataset_input = ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash)
+    suite_inputs = [
+        ArtifactInput(kind="llm_eval_suite", name=s["suite"], hash=s["suite_hash"], uri=str(p.resolve()))
+        for s, p in zip(llm_evals, suites or [], strict=True)
+    ]
+    return write_eval_report(
+        output_dir,
+        report,
+        y,
+        score,
+        [*([source_input] if source_input else []), dataset_input, *suite_inputs],
+        {k: v.value for k, v in metrics.items()},
+        time.monotonic() - started,
+    )
