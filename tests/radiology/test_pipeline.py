@@ -14,6 +14,7 @@ import pytest
 from evals.__main__ import main as evals_main
 from export.__main__ import main as export_main
 from hai_tools.manifest import verify_artifact
+from tests.conftest import bpe_tokenizer, tiny_text_config
 from tests.radiology.test_prepare import make_raw
 from trainer.__main__ import main as trainer_main
 
@@ -35,14 +36,11 @@ SPECIALS = [
 def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Gemma-3 image-text model with a processor (32x32 images, 4 image tokens)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
         Gemma3ImageProcessor,
         Gemma3Processor,
-        Gemma3TextConfig,
-        PreTrainedTokenizerFast,
         SiglipVisionConfig,
     )
 
@@ -56,23 +54,16 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "Plus disease: yes no",
         "Fracture: yes no",
     ]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus * 20, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS))
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        pad_token="<pad>",
-        eos_token="<eos>",
-        bos_token="<bos>",
-        unk_token="<unk>",
+    tokenizer = bpe_tokenizer(
+        corpus * 20,
+        SPECIALS,
+        300,
         extra_special_tokens={
             "boi_token": "<start_of_image>",
             "eoi_token": "<end_of_image>",
             "image_token": "<image_soft_token>",
         },
     )
-    tokenizer.chat_template = gemma_chat_template()
     processor = Gemma3Processor(
         image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
         tokenizer=tokenizer,
@@ -81,20 +72,7 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Gemma3Config(
-        text_config=Gemma3TextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=32,
-            sliding_window=128,
-            layer_types=["sliding_attention", "full_attention"],
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        ),
+        text_config=tiny_text_config(tokenizer),
         vision_config=SiglipVisionConfig(
             hidden_size=32,
             intermediate_size=64,
