@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-$(shell cat requirements/lock-tflite-converter.txt | sha256sum | cut -c1-16)
 
-.PHONY: install tflite-env lint test demo bench clean
+.PHONY: install tflite-env lint test test-full demo bench clean
 
 install: $(STAMP)
 
@@ -41,8 +41,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hai_tools trainer skills export evals governance mcp_server.py
 
+# quick mode for CI (about 25 minutes on 2 cores); test-full adds the release-build checks (marked `full`).
+# Both print the ten slowest tests at the end.
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
+
 test: lint tflite-env
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(PYTEST)
+
+test-full: lint tflite-env
+	$(PYTEST) --full
 
 demo: install tflite-env
 	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data

@@ -1,5 +1,9 @@
 """Shared fixtures: an isolated HAI_HOME per test session, the demo dataset registered in it, and a tiny
-random Gemma-3 model with a small BPE tokenizer built in seconds (no downloads)."""
+random Gemma-3 model with a small BPE tokenizer built in seconds (no downloads).
+
+Two modes: quick (`make test`, CI: the whole suite within about 25 minutes on 2 cores) and full (`make
+test-full` or `pytest --full`, for release builds): tests marked `full` run only in full mode, and
+`test_mode` tells a test that scales its work which mode it is in."""
 
 from __future__ import annotations
 
@@ -14,6 +18,30 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="also run the release-build checks marked `full`")
+
+
+def _full(config: pytest.Config) -> bool:
+    return bool(config.getoption("--full")) or os.environ.get("HAI_TEST_MODE") == "full"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _full(config):
+        return
+    skip = pytest.mark.skip(reason="release-build check: run with `make test-full` (pytest --full)")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def test_mode(pytestconfig: pytest.Config) -> str:
+    """'full' for release builds, 'quick' for `make test` and CI."""
+    return "full" if _full(pytestconfig) else "quick"
+
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
@@ -227,3 +255,66 @@ def wait_for_http(
             pass
         assert time.monotonic() < deadline, f"{url} did not answer within {timeout_s:g}s"
         time.sleep(0.5)
+
+
+VLM_SPECIALS = [*SPECIALS, "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma-3 image-text model with a processor (32x32 images, 4 image tokens)."""
+    import torch
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+        SiglipVisionConfig,
+    )
+
+    from hai_tools.models import gemma_chat_template
+    from hai_tools.radiology import PROMPTS
+
+    folder = tmp_path_factory.mktemp("tiny-vlm")
+    corpus = [
+        *list(PROMPTS.values()),
+        "Bone age: 0 1 2 3 4 5 6 7 8 9 months",
+        "Plus disease: yes no",
+        "Fracture: yes no",
+    ]
+    tokenizer = bpe_tokenizer(
+        corpus * 20,
+        VLM_SPECIALS,
+        300,
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
+    processor = Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        image_seq_length=4,
+        chat_template=gemma_chat_template(),
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(
+        text_config=tiny_text_config(tokenizer),
+        vision_config=SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        mm_tokens_per_image=4,
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+    )
+    torch.manual_seed(0)
+    Gemma3ForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

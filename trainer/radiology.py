@@ -57,17 +57,9 @@ def load_image_text_model(path: str, method: str) -> Any:
     from transformers import AutoModelForImageTextToText
 
     if method == "qlora":
-        from transformers import BitsAndBytesConfig
+        from trainer.quantization import load_4bit
 
-        quant = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.float32,
-            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "lm_head"],
-        )
-        return AutoModelForImageTextToText.from_pretrained(
-            path, quantization_config=quant, dtype=torch.float32
-        )
+        return load_4bit(AutoModelForImageTextToText, path, image_text=True, dtype=torch.float32)
     return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
 
 

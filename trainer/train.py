@@ -119,18 +119,15 @@ def _load_tokenizer(base: BaseModelRef) -> Any:
 
 
 def _load_model(config: TrainConfig, base: BaseModelRef) -> Any:
-    """A fresh model for training. No forward pass may run before training (bitsandbytes CPU 4-bit trap)."""
+    """A fresh model for training; QLoRA's 4-bit layers take bitsandbytes' portable path on every CPU."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "eager"}
     if config.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )
+        from trainer.quantization import load_4bit
+
+        return load_4bit(AutoModelForCausalLM, base.path, image_text=False, **kwargs)
     return AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
 
 

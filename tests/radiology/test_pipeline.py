@@ -14,82 +14,10 @@ import pytest
 from evals.__main__ import main as evals_main
 from export.__main__ import main as export_main
 from hai_tools.manifest import verify_artifact
-from tests.conftest import bpe_tokenizer, tiny_text_config
 from tests.radiology.test_prepare import make_raw
 from trainer.__main__ import main as trainer_main
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECIALS = [
-    "<pad>",
-    "<eos>",
-    "<bos>",
-    "<unk>",
-    "<start_of_turn>",
-    "<end_of_turn>",
-    "<start_of_image>",
-    "<end_of_image>",
-    "<image_soft_token>",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Gemma-3 image-text model with a processor (32x32 images, 4 image tokens)."""
-    import torch
-    from transformers import (
-        Gemma3Config,
-        Gemma3ForConditionalGeneration,
-        Gemma3ImageProcessor,
-        Gemma3Processor,
-        SiglipVisionConfig,
-    )
-
-    from hai_tools.models import gemma_chat_template
-    from hai_tools.radiology import PROMPTS
-
-    folder = tmp_path_factory.mktemp("tiny-vlm")
-    corpus = [
-        *list(PROMPTS.values()),
-        "Bone age: 0 1 2 3 4 5 6 7 8 9 months",
-        "Plus disease: yes no",
-        "Fracture: yes no",
-    ]
-    tokenizer = bpe_tokenizer(
-        corpus * 20,
-        SPECIALS,
-        300,
-        extra_special_tokens={
-            "boi_token": "<start_of_image>",
-            "eoi_token": "<end_of_image>",
-            "image_token": "<image_soft_token>",
-        },
-    )
-    processor = Gemma3Processor(
-        image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-        image_seq_length=4,
-        chat_template=gemma_chat_template(),
-    )
-    ids = tokenizer.convert_tokens_to_ids
-    config = Gemma3Config(
-        text_config=tiny_text_config(tokenizer),
-        vision_config=SiglipVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        mm_tokens_per_image=4,
-        boi_token_index=ids("<start_of_image>"),
-        eoi_token_index=ids("<end_of_image>"),
-        image_token_index=ids("<image_soft_token>"),
-    )
-    torch.manual_seed(0)
-    Gemma3ForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
