@@ -1,16 +1,18 @@
 """The MCP server of hai-tools: EmbedSkill and ReasonerSkill (and the original screening call) as MCP tools,
-the release's model card and manifest as resources. stdio by default; `--http` serves streamable HTTP in a
-Starlette app with bearer-token auth, `/health`, `/ready` and the REST route `POST /infer_text`.
+`submit_for_review` / `get_reviewed_result` for callers that may only receive reviewed output, the release's
+model card and manifest as resources. stdio by default; `--http` serves streamable HTTP in a Starlette app with
+bearer-token callers, `/health`, `/ready` and the REST routes `POST /infer_text`, `POST /review`,
+`GET /review/{id}`. What each caller's role may receive is decided in skills/boundary.py.
 
-    python mcp_server.py --config configs/mcp_server.yaml                 # stdio
-    HAI_MCP_TOKEN=... python mcp_server.py --http --port 8765             # http://127.0.0.1:8765/mcp
+    python mcp_server.py --config configs/mcp_server.yaml                 # stdio (stdio_caller in the config)
+    python -m hai_tools.callers add ward-agent --role clinician           # a token per caller
+    python mcp_server.py --http --port 8765                               # http://127.0.0.1:8765/mcp
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -29,6 +31,8 @@ from skills.contracts import (
     EmbedResult,
     ReasonRequest,
     ReasonResult,
+    ReviewedResult,
+    ReviewHandle,
     ScreeningRequest,
     ScreeningResult,
 )
@@ -38,6 +42,10 @@ log = logging.getLogger("mcp_server")
 Texts = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=4000)]], Field(min_length=1, max_length=64)
 ]
+CaseId = Annotated[str, Field(min_length=1, max_length=64)]
+AgeMonths = Annotated[int, Field(ge=0, le=216)]
+Observations = Annotated[str, Field(min_length=1, max_length=4000)]
+ReviewId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 class Skills:
@@ -45,11 +53,15 @@ class Skills:
 
     def __init__(self, config: Any) -> None:
         from hai_tools.audit import AuditLog
+        from hai_tools.callers import CallerRegistry
         from hai_tools.safety import default_policy
         from skills.backends.base import Backend
+        from skills.boundary import CallerResolver
+        from skills.config import read_token
         from skills.embed_skill import EmbedSkill
         from skills.failover import FailoverRouter
         from skills.reasoner_skill import ReasonerSkill
+        from skills.review_desk import ReviewDesk
 
         self.config = config
         self.backends: list[Backend] = []
@@ -62,6 +74,10 @@ class Skills:
         self.router = router
         self.embed = EmbedSkill(router, audit)
         self.reasoner = ReasonerSkill(router, default_policy(), audit)
+        self.review = ReviewDesk(self.embed, self.reasoner, config.workflow)
+        registry = CallerRegistry(Path(config.callers) if config.callers else None)
+        registry.load()  # a registry with an unknown role or a malformed entry stops the start here
+        self.resolver = CallerResolver(registry, read_token(config), config.stdio_caller)
         self.release = self._release()
         if self.release is not None:  # results name the release when it is the model that answers
             for backend in self.backends:
@@ -155,12 +171,14 @@ class Skills:
             await backend.close()
 
 
-def build_server(skills: Skills) -> Any:
+def build_server(skills: Skills, transport: str = "stdio") -> Any:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp_types import ToolAnnotations
 
+    from hai_tools.callers import Caller, current_caller
     from hai_tools.errors import HaiError
+    from skills.boundary import ReviewBoundary
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -172,8 +190,11 @@ def build_server(skills: Skills) -> Any:
 
     server = MCPServer(
         name="hai-tools",
-        instructions="Clinical decision support tools. Every reasoner output requires clinician review.",
+        instructions="Clinical decision support tools. Every reasoner output requires clinician review; "
+        "callers with the pipeline role receive model output only through submit_for_review and "
+        "get_reviewed_result, after a clinician approved or edited it.",
         lifespan=lifespan,
+        middleware=[ReviewBoundary(skills.resolver, transport)],
     )
     read_only = ToolAnnotations(
         readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
@@ -234,10 +255,7 @@ def build_server(skills: Skills) -> Any:
         "refer / monitor / on-track with rationale.",
     )
     async def screen(
-        case_id: Annotated[str, Field(min_length=1, max_length=64)],
-        age_months: Annotated[int, Field(ge=0, le=216)],
-        observations: Annotated[str, Field(min_length=1, max_length=4000)],
-        ctx: Context,
+        case_id: CaseId, age_months: AgeMonths, observations: Observations, ctx: Context
     ) -> ScreeningResult:
         request = await guarded(
             _validated(ScreeningRequest, case_id=case_id, age_months=age_months, observations=observations)
@@ -246,6 +264,57 @@ def build_server(skills: Skills) -> Any:
         result = await guarded(skills.reasoner.screen(request))
         await ctx.report_progress(1, 1, "done")
         return result  # type: ignore[no-any-return]
+
+    def caller() -> Caller:
+        served = current_caller()
+        if served is None:  # the boundary sets it for every request; refuse rather than guess
+            raise ToolError("Unauthorized: no caller")
+        return served
+
+    @server.tool(
+        name="submit_for_review",
+        title="Submit a screening case for clinician review",
+        annotations=ToolAnnotations(
+            readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+        ),
+        description="Run a case {case_id, age_months, observations[, question]} through the model and queue "
+        "its proposal for a clinician. Returns a review handle, never model text; poll get_reviewed_result.",
+    )
+    async def submit_for_review(
+        case_id: CaseId,
+        age_months: AgeMonths,
+        observations: Observations,
+        question: Annotated[str | None, Field(min_length=1, max_length=1000)] = None,
+    ) -> ReviewHandle:
+        case = {"case_id": case_id, "age_months": age_months, "observations": observations}
+        return await guarded(  # type: ignore[no-any-return]
+            skills.review.submit(case | ({"question": question} if question else {}), caller())
+        )
+
+    @server.tool(
+        name="get_reviewed_result",
+        title="Result of a clinician review",
+        annotations=read_only,
+        description="pending, rejected (nothing released), or released with the text a clinician approved or "
+        "edited and the signed release statement.",
+    )
+    async def get_reviewed_result(review_id: ReviewId) -> ReviewedResult:
+        return await guarded(asyncio.to_thread(skills.review.result, review_id, caller()))  # type: ignore[no-any-return]
+
+    @server.resource(
+        "hai://review/public-key",
+        name="review-public-key",
+        mime_type="application/x-pem-file",
+        description="ed25519 public key of the review service: verifies release statements",
+    )
+    def review_public_key() -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return (
+            skills.review.service.key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
 
     if skills.release is not None:
         release = skills.release
@@ -275,19 +344,30 @@ async def _validated(model: Any, **values: Any) -> Any:
     return model(**values)
 
 
-def build_http_app(skills: Skills, token: str) -> Any:
-    """Streamable HTTP at /mcp behind bearer auth; /health and /ready open; POST /infer_text (REST screening)."""
+def build_http_app(skills: Skills) -> Any:
+    """Streamable HTTP at /mcp and the REST routes, behind the callers' bearer tokens (skills/boundary.py):
+    /health open; POST /infer_text (REST screening) for clinician and admin callers; POST /review and
+    GET /review/{id} for every caller."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     from hai_tools.errors import HaiError
+    from hai_tools.workflow.graph import CaseInvalid
+    from hai_tools.workflow.service import CaseNotFound
+    from skills.boundary import CallerAuth
 
-    server = build_server(skills)
+    server = build_server(skills, transport="http")
 
-    def authorised(request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+    def error(exc: Exception) -> JSONResponse:
+        if isinstance(exc, ValidationError):
+            return JSONResponse({"error": "invalid_input", "detail": exc.errors()[0]["msg"]}, status_code=422)
+        if isinstance(exc, ValueError):
+            return JSONResponse({"error": "invalid_input", "detail": "malformed JSON"}, status_code=422)
+        if isinstance(exc, CaseInvalid):
+            return JSONResponse({"error": "invalid_input", "detail": str(exc)}, status_code=422)
+        if isinstance(exc, CaseNotFound):
+            return JSONResponse({"error": "not_found", "detail": str(exc)}, status_code=404)
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=503)
 
     @server.custom_route("/health", methods=["GET"])
     async def health(_: Request) -> JSONResponse:
@@ -300,38 +380,32 @@ def build_http_app(skills: Skills, token: str) -> Any:
 
     @server.custom_route("/infer_text", methods=["POST"])
     async def infer_text(request: Request) -> JSONResponse:
-        if not authorised(request):
-            return JSONResponse({"error": "unauthorized"}, status_code=401)
         try:
             payload = ScreeningRequest.model_validate(json.loads(await request.body()))
             result = await skills.reasoner.screen(payload)
-        except (ValidationError, ValueError) as exc:
-            detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else "malformed JSON"
-            return JSONResponse({"error": "invalid_input", "detail": detail}, status_code=422)
-        except HaiError as exc:
-            return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=503)
+        except (ValidationError, ValueError, HaiError) as exc:
+            return error(exc)
         return JSONResponse(result.model_dump())
 
-    app = server.streamable_http_app(streamable_http_path="/mcp")
+    @server.custom_route("/review", methods=["POST"])
+    async def review_submit(request: Request) -> JSONResponse:
+        try:
+            case = json.loads(await request.body())
+            handle = await skills.review.submit(case, request.state.hai_caller)
+        except (ValueError, HaiError) as exc:
+            return error(exc)
+        return JSONResponse(handle.model_dump(), status_code=202)
 
-    class BearerAuth:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
+    @server.custom_route("/review/{review_id}", methods=["GET"])
+    async def review_result(request: Request) -> JSONResponse:
+        try:
+            review_id = request.path_params["review_id"]
+            result = await asyncio.to_thread(skills.review.result, review_id, request.state.hai_caller)
+        except HaiError as exc:
+            return error(exc)
+        return JSONResponse(result.model_dump())
 
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            if (
-                scope["type"] == "http"
-                and scope["path"].startswith("/mcp")
-                and not authorised(Request(scope))
-            ):
-                unauthorized = JSONResponse(
-                    {"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-                )
-                await unauthorized(scope, receive, send)
-                return
-            await self.inner(scope, receive, send)
-
-    return BearerAuth(app)
+    return CallerAuth(server.streamable_http_app(streamable_http_path="/mcp"), skills.resolver)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from hai_tools.errors import HaiError
-    from skills.config import load_server_config, read_token
+    from skills.config import load_server_config
 
     try:
         config = load_server_config(args.config)
@@ -357,14 +431,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.http:
             build_server(skills).run("stdio")
             return 0
-        token = read_token(config)
-        if not token:
+        if not skills.resolver.legacy_token and not any(
+            c.active for c in skills.resolver.registry.load().values()
+        ):
             raise HaiError(
-                f"--http needs a bearer token: set ${config.token_env} or token_file in the config"
+                "--http needs callers: python -m hai_tools.callers add NAME --role clinician|pipeline|admin "
+                f"(or a single pipeline token in ${config.token_env} / token_file)"
             )
         import uvicorn
 
-        uvicorn.run(build_http_app(skills, token), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(build_http_app(skills), host=args.host, port=args.port, log_level="warning")
         return 0
     except HaiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Audit log of every skill call: audit id, a hash of the input (never the text), model, backend, latency,
-outcome. One JSON line per call in `$HAI_HOME/audit/audit.jsonl` (or `$HAI_AUDIT_LOG`)."""
+"""Audit log of every skill call: audit id, the caller (id and role, never a token), a hash of the input (never
+the text), model, backend, latency, outcome. One JSON line per call in `$HAI_HOME/audit/audit.jsonl` (or `$HAI_AUDIT_LOG`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hai_tools.callers import current_caller
 from hai_tools.settings import hai_home
 
 
@@ -80,6 +81,7 @@ class AuditLog:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "audit_id": audit_id,
             "tool": tool,
+            "caller": caller.model_dump() if (caller := current_caller()) else None,
             "input_hash": input_hash(request),
             "model": model,
             "backend": backend,

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hai_tools.callers import Caller
 from hai_tools.config_file import first_error, read_yaml_mapping
 from hai_tools.errors import ConfigError
 from hai_tools.models import EMBEDDED_EMBEDDER, EMBEDDED_REASONER
@@ -53,8 +54,21 @@ class ServerConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0)
     breaker_threshold: int = Field(3, ge=1)
     breaker_cooldown_s: float = Field(30.0, ge=0)
-    token_env: str = "HAI_MCP_TOKEN"
+    token_env: str = Field(
+        "HAI_MCP_TOKEN", description="a single bearer token without a role: served as a pipeline caller"
+    )
     token_file: str | None = None
+    callers: str | None = Field(
+        None,
+        description="callers registry YAML (python -m hai_tools.callers); default $HAI_HOME/callers.yaml",
+    )
+    stdio_caller: Caller = Field(
+        default_factory=lambda: Caller(id="stdio", role="pipeline"),
+        description="who a stdio launch is: pipeline unless the launching config says otherwise",
+    )
+    workflow: str | None = Field(
+        None, description="workflow config behind submit_for_review (default: the workflow's built-ins)"
+    )
     audit_log: str | None = None
 
 

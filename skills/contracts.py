@@ -3,7 +3,7 @@ Inputs are bounded and validated before any model runs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -94,3 +94,30 @@ class ScreeningResult(_ReviewedResult):
     abstained: bool = False
     abstain_reason: str | None = None
     raw_answer: str | None = None
+
+
+class CallerRef(BaseModel):
+    """A caller as results name it: id and role, never a token."""
+
+    id: str
+    role: str
+
+
+class ReviewHandle(BaseModel):
+    """What `submit_for_review` returns: the case waits for a clinician; no model text."""
+
+    review_id: str
+    status: Literal["pending"] = "pending"
+    case_id: str
+    submitted_by: CallerRef
+
+
+class ReviewedResult(BaseModel):
+    """What `get_reviewed_result` returns: `pending`, `rejected` (nothing released), or `released` with the
+    text a clinician approved or edited and the release statement signed by the review service."""
+
+    review_id: str
+    status: Literal["pending", "rejected", "released"]
+    text: str | None = None
+    statement: dict[str, Any] | None = None
+    signature: str | None = None

@@ -182,11 +182,38 @@ def merged_tiny(tiny_adapter: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def write_server_config(path: Path, **values: object) -> Path:
-    """A `mcp_server.py` config file (YAML) for tests."""
+    """A `mcp_server.py` config file (YAML) for tests. Its stdio launch is a clinician caller unless the test
+    says otherwise (`stdio_caller=None`: the safe default, a pipeline caller)."""
     import yaml
 
-    path.write_text(yaml.safe_dump(values))
+    values.setdefault("stdio_caller", {"id": "test-clinician", "role": "clinician"})
+    path.write_text(yaml.safe_dump({k: v for k, v in values.items() if v is not None}))
     return path
+
+
+def write_workflow_config(folder: Path, **values: object) -> Path:
+    """A workflow config whose databases, reviewers and review key live in `folder`."""
+    import yaml
+
+    config = {
+        "checkpointer": str(folder / "checkpoints.sqlite"),
+        "records": str(folder / "records.sqlite"),
+        "reviewers": str(folder / "reviewers.yaml"),
+        "signing_key": str(folder / "review.key"),
+        "max_new_tokens": 8,
+        **values,
+    }
+    path = folder / "workflow.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def make_callers(path: Path, **roles: str) -> dict[str, str]:
+    """A callers registry at `path` with one caller per `id=role`; returns each caller's token."""
+    from hai_tools.callers import CallerRegistry
+
+    registry = CallerRegistry(path)
+    return {caller_id: registry.add(caller_id, role) for caller_id, role in roles.items()}
 
 
 @pytest.fixture(scope="session")
@@ -240,16 +267,21 @@ def tiny_lm_tflite(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def wait_for_http(
-    url: str, proc: subprocess.Popen[bytes] | subprocess.Popen[str], log: Path, timeout_s: float = 240
+    url: str,
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str],
+    log: Path,
+    timeout_s: float = 240,
+    token: str | None = None,
 ) -> None:
     """Poll `url` until it answers 200; fail with the server's log if it exits or the time runs out."""
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + timeout_s
     while True:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

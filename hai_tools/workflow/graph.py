@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import yaml
@@ -30,6 +30,7 @@ from hai_tools.workflow.review import (
     canonical,
     key_id,
     proposal_hash,
+    release_statement,
     sign,
     verify_signed_decision,
 )
@@ -63,10 +64,12 @@ def validate_case(raw: Any) -> Case:
 
 class InputState(TypedDict):
     case: dict[str, Any]
+    submitted_by: NotRequired[dict[str, str]]
 
 
 class WorkflowState(TypedDict, total=False):
     case: dict[str, Any]
+    submitted_by: dict[str, str]
     evidence: list[dict[str, Any]]
     proposal: dict[str, Any]
     safety_flags: list[str]
@@ -159,7 +162,10 @@ def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore) -> Any:
             "disclaimer": proposal.get("disclaimer"),
             "finalized_at": decision.decided_at,
             "signing_key": key_id(public),
+            "submitted_by": state.get("submitted_by"),
         }
+        record["release"] = release_statement(record)
+        record["release_signature"] = sign(key, canonical(record["release"]))
         store.put_record(thread_id, record, sign(key, canonical(record)), key_id(public))
         store.set_status(thread_id, record["case_id"], f"finalized:{decision.action}")
         return Command(goto=END, update={"record": record})
@@ -185,7 +191,10 @@ def build_graph(
     corpus_vectors: list[np.ndarray] = []
 
     def intake(state: InputState) -> dict[str, Any]:
-        return {"case": validate_case(state["case"]).model_dump()}
+        submitted = state.get("submitted_by")
+        return {"case": validate_case(state["case"]).model_dump()} | (
+            {"submitted_by": dict(submitted)} if submitted else {}
+        )
 
     async def retrieve(state: WorkflowState) -> dict[str, Any]:
         case = state["case"]

@@ -72,6 +72,35 @@ def proposal_hash(proposal: dict[str, Any], evidence: list[dict[str, Any]], flag
     return "sha256:" + hashlib.sha256(canonical({"p": proposal, "e": evidence, "f": flags})).hexdigest()
 
 
+RELEASE_FIELDS = (
+    "thread_id",
+    "case_id",
+    "decision",
+    "released_text",
+    "reviewer_id",
+    "reviewer_role",
+    "decided_at",
+    "proposal_hash",
+    "model",
+    "submitted_by",
+    "signing_key",
+)
+
+
+def release_statement(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of a final record that may leave to any caller: what the clinician released and who decided,
+    without the model's own text (which on an edit or a rejection no clinician approved)."""
+    return {k: record.get(k) for k in RELEASE_FIELDS}
+
+
+def verify_release_statement(statement: dict[str, Any], signature: str, public: Ed25519PublicKey) -> None:
+    """Raise ReviewRefused unless `statement` is signed by the review service's key."""
+    try:
+        public.verify(base64.b64decode(signature), canonical(statement))
+    except (InvalidSignature, ValueError):
+        raise ReviewRefused("release statement does not verify against the review key") from None
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -200,6 +229,10 @@ class RecordStore:
                 "CREATE TABLE IF NOT EXISTS records (thread_id TEXT PRIMARY KEY, record TEXT NOT NULL, "
                 "signature TEXT NOT NULL, key_id TEXT NOT NULL)"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS submitters (thread_id TEXT PRIMARY KEY, caller_id TEXT NOT NULL, "
+                "role TEXT NOT NULL)"
+            )
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -213,6 +246,18 @@ class RecordStore:
                 "status=excluded.status, updated_at=excluded.updated_at",
                 (thread_id, case_id, status, now(), now()),
             )
+
+    def set_submitter(self, thread_id: str, caller_id: str, role: str) -> None:
+        """Who submitted a case through the server (its caller id and role, never a token)."""
+        with self._db() as db:
+            db.execute("INSERT INTO submitters VALUES (?, ?, ?)", (thread_id, caller_id, role))
+
+    def submitter(self, thread_id: str) -> dict[str, str] | None:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT caller_id, role FROM submitters WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+        return {"id": row[0], "role": row[1]} if row else None
 
     def cases(self, status: str | None = None) -> list[dict[str, str]]:
         with self._db() as db:

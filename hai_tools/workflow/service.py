@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hai_tools.callers import Caller
 from hai_tools.config_file import read_yaml_mapping
 from hai_tools.errors import ConfigError, HaiError
 from hai_tools.settings import hai_home
@@ -26,7 +27,7 @@ from hai_tools.workflow.review import (
     now,
     sign,
 )
-from hai_tools.workflow.skills_client import McpConfig, McpSkills
+from hai_tools.workflow.skills_client import McpConfig, McpSkills, Skills
 
 
 class CaseNotFound(HaiError):
@@ -92,12 +93,16 @@ async def open_checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
 
 
 class ReviewService:
-    def __init__(self, config: WorkflowConfig, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: WorkflowConfig, env: dict[str, str] | None = None, skills: Skills | None = None
+    ) -> None:
+        """`skills`: how the graph reaches the skills; default MCP as `config.mcp` says (the MCP server itself
+        passes its own skills when it backs `submit_for_review`)."""
         self.config = config
         self.store = RecordStore(config.path(config.records, "records.sqlite"))
         self.reviewers = ReviewerRegistry(config.path(config.reviewers, "reviewers.yaml"))
         self.key = load_or_create_key(config.path(config.signing_key, "review.key"))
-        self.skills = McpSkills(config.mcp, env)
+        self.skills: Skills = skills or McpSkills(config.mcp, env)
         self._corpus = load_corpus(config.corpus)
 
     @asynccontextmanager
@@ -109,8 +114,11 @@ class ReviewService:
         async with open_checkpointer(self.config.checkpointer, default) as saver:
             yield graph.compile(checkpointer=saver)
 
-    async def start(self, case: dict[str, Any], thread_id: str | None = None) -> dict[str, Any]:
-        """Run a new case up to the clinician review; returns the review payload."""
+    async def start(
+        self, case: dict[str, Any], thread_id: str | None = None, submitted_by: Caller | None = None
+    ) -> dict[str, Any]:
+        """Run a new case up to the clinician review; returns the review payload. `submitted_by` (the server's
+        caller) is kept in the case and in its final record."""
         import uuid
 
         checked = validate_case(case)
@@ -119,9 +127,14 @@ class ReviewService:
             config = {"configurable": {"thread_id": thread_id}}
             if (await graph.aget_state(config)).values:
                 raise HaiError(f"case thread {thread_id} already exists")
-            await self.skills._session()  # open the MCP connection in this task (not inside a node)
+            if submitted_by is not None:
+                self.store.set_submitter(thread_id, submitted_by.id, submitted_by.role)
+            await self.skills.open()  # open the connection in this task (not inside a node)
             try:
-                await graph.ainvoke({"case": checked.model_dump()}, config)
+                started = {"case": checked.model_dump()}
+                if submitted_by is not None:
+                    started["submitted_by"] = submitted_by.model_dump()
+                await graph.ainvoke(started, config)
             finally:
                 await self.skills.aclose()
             self.store.set_status(thread_id, checked.case_id, "pending_review")
@@ -174,6 +187,26 @@ class ReviewService:
     def record(self, thread_id: str) -> dict[str, Any] | None:
         """The verified final record, or None while the case awaits review."""
         return self.store.get_record(thread_id, self.key.public_key())
+
+    def reviewed_result(self, thread_id: str, caller: Caller) -> dict[str, Any]:
+        """What a caller may see of a case it submitted: `pending`, `rejected`, or `released` with the text a
+        clinician approved or edited and the signed release statement; never the unreviewed model text.
+        A pipeline caller sees only its own submissions (another's id reads as unknown)."""
+        submitter = self.store.submitter(thread_id)
+        known = submitter is not None or any(c["thread_id"] == thread_id for c in self.store.cases())
+        if not known or (caller.role == "pipeline" and (submitter or {}).get("id") != caller.id):
+            raise CaseNotFound(f"no review {thread_id} for caller {caller.id}")
+        record = self.record(thread_id)
+        if record is None:
+            return {"review_id": thread_id, "status": "pending"}
+        statement = record["release"]
+        return {
+            "review_id": thread_id,
+            "status": "rejected" if statement["decision"] == "reject" else "released",
+            "text": statement["released_text"],
+            "statement": statement,
+            "signature": record["release_signature"],
+        }
 
     def released_text(self, thread_id: str) -> str | None:
         """The only way to read what a case released: from its signed final record; refuses before review."""

@@ -23,6 +23,8 @@ class SkillCallError(HaiError):
 
 
 class Skills(Protocol):
+    async def open(self) -> None: ...
+
     async def embed(self, texts: list[str]) -> dict[str, Any]: ...
 
     async def reason(self, question: str, context: list[str], max_new_tokens: int) -> dict[str, Any]: ...
@@ -92,6 +94,10 @@ class McpSkills:
             raise SkillCallError(f"cannot open an MCP session with {where}: {_first_cause(exc)}") from None
         self._stack = stack
         return self._client
+
+    async def open(self) -> None:
+        """Open the MCP session now (in the calling task, not inside a graph node)."""
+        await self._session()
 
     async def _call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         client = await self._session()

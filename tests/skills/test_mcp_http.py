@@ -1,9 +1,12 @@
 """The MCP server over streamable HTTP on loopback, in its own process: bearer auth (valid, wrong, none),
-/health and /ready, the REST screening route, and malformed JSON-RPC that leaves the server serving."""
+/health and /ready, the REST screening route, and malformed JSON-RPC that leaves the server serving. Callers:
+`ward-agent` (clinician) and `discharge-bot` (pipeline) from a callers registry, plus the single legacy
+token, which is a pipeline caller."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -17,10 +20,12 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import wait_for_http, write_server_config
+from tests.conftest import make_callers, wait_for_http, write_server_config, write_workflow_config
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "test-token-4f1c"
+LEGACY_TOKEN = "test-token-4f1c"
+TOKENS: dict[str, str] = {}  # caller id -> token, filled by the server fixture
+FOLDERS: dict[str, Path] = {}  # server url -> the folder of its config, callers and workflow
 
 
 def _free_port() -> int:
@@ -33,15 +38,21 @@ def _free_port() -> int:
 def server_url(
     merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
 ) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("http")
+    TOKENS.update(
+        make_callers(folder / "callers.yaml", **{"ward-agent": "clinician", "discharge-bot": "pipeline"})
+    )
     config = write_server_config(
-        tmp_path_factory.mktemp("http") / "server.yaml",
+        folder / "server.yaml",
         release=str(merged_tiny),
         reasoner=str(merged_tiny),
         embedder="embedded:all-minilm-l6-v2",
         backends=["local"],
+        callers=str(folder / "callers.yaml"),
+        workflow=str(write_workflow_config(folder)),
     )
     port = _free_port()
-    env = {**server_env, "HAI_MCP_TOKEN": TOKEN}
+    env = {**server_env, "HAI_MCP_TOKEN": LEGACY_TOKEN}
     log = tmp_path_factory.mktemp("http-log") / "server.log"
     with open(log, "w") as handle:
         proc = subprocess.Popen(
@@ -60,11 +71,13 @@ def server_url(
             stderr=handle,
         )
     base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/ready", proc, log)
+    FOLDERS[base] = folder
+    wait_for_http(f"{base}/ready", proc, log, token=TOKENS["ward-agent"])
     yield base
     proc.terminate()
     proc.wait(timeout=30)
-    assert TOKEN not in log.read_text(), "the bearer token must never be logged"
+    logged = log.read_text()
+    assert not [t for t in [LEGACY_TOKEN, *TOKENS.values()] if t in logged], "a bearer token was logged"
 
 
 def _client(url: str, token: str | None) -> Client:
@@ -75,7 +88,7 @@ def _client(url: str, token: str | None) -> Client:
 
 def test_valid_token_calls_every_tool(server_url: str) -> None:
     async def body() -> dict[str, Any]:
-        async with _client(server_url, TOKEN) as client:
+        async with _client(server_url, TOKENS["ward-agent"]) as client:
             return {
                 "embed": await client.call_tool("embed", {"texts": ["fever"]}),
                 "reason": await client.call_tool(
@@ -112,11 +125,14 @@ def test_wrong_or_missing_token_is_refused(server_url: str, token: str | None) -
 
 def test_health_ready_and_rest_screening(server_url: str) -> None:
     assert httpx.get(f"{server_url}/health").json() == {"status": "ok"}
-    ready = httpx.get(f"{server_url}/ready").json()
+    assert httpx.get(f"{server_url}/ready").status_code == 401
+    ready = httpx.get(
+        f"{server_url}/ready", headers={"Authorization": f"Bearer {TOKENS['ward-agent']}"}
+    ).json()
     assert ready["ready"] is True and ready["backends"] == {"local": True}
     payload = {"case_id": "rest-1", "age_months": 24, "observations": "Does not say two words together."}
     assert httpx.post(f"{server_url}/infer_text", json=payload).status_code == 401
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {TOKENS['ward-agent']}"}
     answer = httpx.post(f"{server_url}/infer_text", json=payload, headers=auth, timeout=120)
     assert answer.status_code == 200 and answer.json()["requires_clinician_review"] is True
     bad = httpx.post(f"{server_url}/infer_text", json={**payload, "age_months": -5}, headers=auth)
@@ -126,7 +142,7 @@ def test_health_ready_and_rest_screening(server_url: str) -> None:
 
 def test_malformed_json_rpc_is_refused_and_the_server_keeps_serving(server_url: str) -> None:
     headers = {
-        "Authorization": f"Bearer {TOKEN}",
+        "Authorization": f"Bearer {TOKENS['ward-agent']}",
         "Content-Type": "application/json",
         "Accept": "application/json, text/event-stream",
     }
@@ -157,7 +173,7 @@ def test_workflow_reaches_the_skills_over_http(
     monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", "wrong-token")
     with pytest.raises(SkillCallError, match="cannot open an MCP session"):
         asyncio.run(ReviewService(config).start(case))
-    monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", TOKEN)
+    monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", TOKENS["ward-agent"])
     service = ReviewService(config)
     payload = asyncio.run(service.start(case))
     assert payload["proposal"]["backend"] == "local" and payload["requires_clinician_review"] is True
@@ -167,3 +183,165 @@ def test_workflow_reaches_the_skills_over_http(
     assert (
         record["released_text"] == payload["proposal"]["answer_text"] and record["reviewer_role"] == "nurse"
     )
+
+
+# --- what a pipeline caller receives ----------------------------------------------------------------------
+
+CASE = {"case_id": "p-1", "age_months": 24, "observations": "No two-word phrases; walks and runs well."}
+
+
+def _review_cli(workflow: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hai_tools.workflow", "--config", str(workflow), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _verify_statement(folder: Path, result: dict[str, Any]) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from hai_tools.workflow.review import verify_release_statement
+
+    public = load_pem_public_key((folder / "review.pub").read_bytes())
+    verify_release_statement(result["statement"], result["signature"], public)  # type: ignore[arg-type]
+
+
+def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
+    server_url: str, server_env: dict[str, str]
+) -> None:
+    """tools/list shows the pipeline tools only; reason and screen are refused at the boundary; a submitted
+    case is pending until a clinician edits it, then the clinician's text comes back with a signed statement
+    that does not carry the model's own text."""
+    from hai_tools.workflow.review import ReviewerRegistry
+
+    folder = FOLDERS[server_url]
+    token = ReviewerRegistry(folder / "reviewers.yaml").add("dr-edit", "pediatrician")
+
+    async def submit() -> dict[str, Any]:
+        async with _client(server_url, TOKENS["discharge-bot"]) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            refused = []
+            for tool, args in (("reason", {"question": "Fever and rash at 3 years?"}), ("screen", CASE)):
+                with pytest.raises(
+                    Exception, match=r"ReviewRequired: caller discharge-bot \(pipeline\)"
+                ) as error:
+                    await client.call_tool(tool, args)
+                refused.append(str(error.value))
+            handle = await client.call_tool("submit_for_review", CASE)
+            pending = await client.call_tool(
+                "get_reviewed_result", {"review_id": handle.structured_content["review_id"]}
+            )
+            return {"names": names, "refused": refused, "handle": handle, "pending": pending}
+
+    out = asyncio.run(submit())
+    assert out["names"] == ["embed", "get_reviewed_result", "submit_for_review"]
+    assert len(out["refused"]) == 2
+    handle = out["handle"].structured_content
+    assert handle["status"] == "pending" and handle["submitted_by"] == {
+        "id": "discharge-bot",
+        "role": "pipeline",
+    }
+    assert set(handle) == {"review_id", "status", "case_id", "submitted_by"}  # no model text in a handle
+    assert out["pending"].structured_content == {
+        "review_id": handle["review_id"],
+        "status": "pending",
+        "text": None,
+        "statement": None,
+        "signature": None,
+    }
+
+    env = {**server_env, "HAI_REVIEWER_TOKEN": token}
+    edited = "Refer for a speech and language assessment; review hearing first."
+    done = _review_cli(
+        folder / "workflow.yaml", env, "edit", handle["review_id"], "--reviewer", "dr-edit", "--text", edited
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    async def fetch(caller: str) -> Any:
+        async with _client(server_url, TOKENS[caller]) as client:
+            return await client.call_tool("get_reviewed_result", {"review_id": handle["review_id"]})
+
+    result = asyncio.run(fetch("discharge-bot")).structured_content
+    assert result["status"] == "released" and result["text"] == edited
+    assert result["statement"]["submitted_by"] == {"id": "discharge-bot", "role": "pipeline"}
+    assert "model_answer" not in result["statement"] and result["statement"]["decision"] == "edit"
+    _verify_statement(folder, result)
+    record = json.loads(
+        _review_cli(folder / "workflow.yaml", server_env, "record", handle["review_id"]).stdout
+    )
+    assert record["submitted_by"] == {"id": "discharge-bot", "role": "pipeline"}
+    assert record["model_answer"] not in json.dumps(result)  # the unreviewed model text never left
+    audit = [json.loads(line) for line in (Path(server_env["HAI_AUDIT_LOG"])).read_text().splitlines()]
+    reason_lines = [
+        e
+        for e in audit
+        if e["tool"] == "reason" and e["caller"] == {"id": "discharge-bot", "role": "pipeline"}
+    ]
+    assert reason_lines and not any(TOKENS["discharge-bot"] in json.dumps(e) for e in audit)
+
+
+def test_pipeline_caller_over_rest_and_the_legacy_token(server_url: str, server_env: dict[str, str]) -> None:
+    """/infer_text is refused to pipeline callers (403, nothing from the model); POST /review gives a handle;
+    a rejection releases nothing; another pipeline caller cannot read the case."""
+    from hai_tools.workflow.review import ReviewerRegistry
+
+    folder = FOLDERS[server_url]
+    token = ReviewerRegistry(folder / "reviewers.yaml").add("dr-reject", "pediatrician")
+    for caller_token in (TOKENS["discharge-bot"], LEGACY_TOKEN):
+        auth = {"Authorization": f"Bearer {caller_token}"}
+        refused = httpx.post(f"{server_url}/infer_text", json=CASE, headers=auth, timeout=120)
+        assert refused.status_code == 403 and refused.json()["error"] == "review_required"
+        assert set(refused.json()) == {"error", "detail"}
+        assert httpx.get(f"{server_url}/no-such-route", headers=auth).status_code == 403  # deny by default
+    auth = {"Authorization": f"Bearer {TOKENS['discharge-bot']}"}
+    submitted = httpx.post(
+        f"{server_url}/review", json={**CASE, "case_id": "p-rest"}, headers=auth, timeout=300
+    )
+    assert submitted.status_code == 202, submitted.text
+    review_id = submitted.json()["review_id"]
+    assert httpx.get(f"{server_url}/review/{review_id}", headers=auth).json()["status"] == "pending"
+    other = httpx.get(f"{server_url}/review/{review_id}", headers={"Authorization": f"Bearer {LEGACY_TOKEN}"})
+    assert other.status_code == 404
+    bad = httpx.post(f"{server_url}/review", json={**CASE, "age_months": "x"}, headers=auth)
+    assert bad.status_code == 422
+
+    env = {**server_env, "HAI_REVIEWER_TOKEN": token}
+    done = _review_cli(
+        folder / "workflow.yaml",
+        env,
+        "reject",
+        review_id,
+        "--reviewer",
+        "dr-reject",
+        "--reason",
+        "Proposal ignores hearing.",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = httpx.get(f"{server_url}/review/{review_id}", headers=auth).json()
+    assert result["status"] == "rejected" and result["text"] is None
+    assert result["statement"]["released_text"] is None
+    _verify_statement(folder, result)
+
+
+def test_a_revoked_token_is_refused_on_its_next_call(server_url: str) -> None:
+    from hai_tools.callers import CallerRegistry
+
+    folder = FOLDERS[server_url]
+    registry = CallerRegistry(folder / "callers.yaml")
+    token = registry.add("short-lived", "pipeline")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    async def embed() -> Any:
+        async with _client(server_url, token) as client:
+            first = await client.call_tool("embed", {"texts": ["fever"]})
+            registry.revoke("short-lived")
+            with pytest.raises(BaseException):  # noqa: B017 - the SDK surfaces the 401 as a transport failure
+                await client.call_tool("embed", {"texts": ["rash"]})
+            return first
+
+    assert not asyncio.run(embed()).is_error
+    assert httpx.post(f"{server_url}/review", json=CASE, headers=auth).status_code == 401

@@ -51,8 +51,9 @@ def test_every_tool_and_resource_end_to_end(
 
     async def body(client: Client) -> dict[str, Any]:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"embed", "reason", "screen"}
-        assert all(t.annotations and t.annotations.read_only_hint for t in tools.values())
+        assert set(tools) == {"embed", "reason", "screen", "submit_for_review", "get_reviewed_result"}
+        writes = {n for n, t in tools.items() if not (t.annotations and t.annotations.read_only_hint)}
+        assert writes == {"submit_for_review"}
         assert all(t.output_schema for t in tools.values())
 
         async def on_progress(value: float, total: float | None, message: str | None) -> None:
