@@ -25,12 +25,19 @@ def _main(argv: list[str]) -> int:
     run.add_argument("--limit", type=int, help="score only the first N cases")
     run.add_argument("--n_resamples", type=int, default=1000)
     run.add_argument(
-        "--min_group_size", type=int, default=10, help="smaller subgroups are reported, not gapped"
+        "--min_group_size",
+        type=int,
+        help="smaller subgroups are reported, not gapped (default: the policy's, or 10)",
     )
+    run.add_argument("--policy", type=Path, help="gate policy whose min_group_size this run must honour")
+    run.add_argument("--ci", choices=["bca", "percentile"], default="bca", help="bootstrap interval method")
     run.add_argument(
         "--suite", type=Path, action="append", default=[], help="LLM-eval suite YAML (repeatable)"
     )
     run.add_argument("--suite_limit", type=int, help="run only the first N cases of each suite")
+    run.add_argument(
+        "--calibration_limit", type=int, help="calibrate the judge on only the first N labelled judgements"
+    )
     suite = sub.add_parser("suite", help="run one LLM-eval suite (deepeval + ragas) and write its report")
     suite.add_argument("suite", type=Path)
     suite.add_argument("--model", required=True, help="the reasoner to evaluate (folder or embedded id)")
@@ -38,6 +45,7 @@ def _main(argv: list[str]) -> int:
     suite.add_argument("--judge_config", type=Path, help="YAML JudgeConfig; default: the suite's judge")
     suite.add_argument("--output_dir", type=Path, required=True)
     suite.add_argument("--limit", type=int)
+    suite.add_argument("--calibration_limit", type=int, help="first N human-labelled judgements (0: none)")
     rad = sub.add_parser("radiology", help="bone-age MAE, ROP AUC, fracture F1 (with CIs, by subgroup)")
     rad.add_argument("model", help="merged Gemma-3 image-text model folder")
     rad.add_argument("--dataset", required=True, help="a prepare-radiology dataset ref")
@@ -46,6 +54,7 @@ def _main(argv: list[str]) -> int:
     rad.add_argument("--limit", type=int)
     rad.add_argument("--n_resamples", type=int, default=1000)
     rad.add_argument("--min_group_size", type=int, default=10)
+    rad.add_argument("--ci", choices=["bca", "percentile"], default="bca", help="bootstrap interval method")
     gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
     gate.add_argument("report_dir", type=Path)
     gate.add_argument("--policy", type=Path, required=True)
@@ -60,9 +69,11 @@ def _main(argv: list[str]) -> int:
             args.split,
             args.limit,
             args.n_resamples,
-            args.min_group_size,
+            _min_group_size(args.min_group_size, args.policy),
             suites=args.suite,
             suite_limit=args.suite_limit,
+            ci=args.ci,
+            calibration_limit=args.calibration_limit,
         )
         print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
         return 0
@@ -77,6 +88,7 @@ def _main(argv: list[str]) -> int:
             args.limit,
             args.n_resamples,
             args.min_group_size,
+            ci=args.ci,
         )
         print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
         return 0
@@ -84,7 +96,13 @@ def _main(argv: list[str]) -> int:
         from evals.llm_suite import write_suite_report
 
         out = write_suite_report(
-            args.suite, args.model, args.output_dir, args.embedder, args.judge_config, args.limit
+            args.suite,
+            args.model,
+            args.output_dir,
+            args.embedder,
+            args.judge_config,
+            args.limit,
+            args.calibration_limit,
         )
         print(f"suite report: {out / 'suite.json'}")
         return 0
@@ -96,9 +114,23 @@ def _main(argv: list[str]) -> int:
     report = EvalReport.model_validate_json((args.report_dir / "report.json").read_text())
     result = apply_gate(report, load_policy(args.policy))
     for check in result.checks:
-        print(f"{'PASS' if check.passed else 'FAIL'}  {check.name}  ({check.detail})")
+        verdict = ("PASS" if check.passed else "FAIL") if check.counted else "INFO"
+        print(f"{verdict}  {check.name}  ({check.detail})")
     print("gate: PASSED" if result.passed else "gate: FAILED")
     return 0 if result.passed else 1
+
+
+def _min_group_size(flag: int | None, policy_path: Path | None) -> int:
+    """The policy pins the smallest reportable subgroup; a flag may only raise it."""
+    if policy_path is None:
+        return flag if flag is not None else 10
+    from evals.gate import load_policy
+    from hai_tools.errors import ConfigError
+
+    pinned = load_policy(policy_path).min_group_size
+    if flag is not None and flag < pinned:
+        raise ConfigError(f"--min_group_size {flag} is below the policy's {pinned}: a flag may only raise it")
+    return max(flag or pinned, pinned)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,21 @@ class SuiteCase(BaseModel):
     expected_output: str | None = None
 
 
+class LabelledJudgement(BaseModel):
+    """A human's verdict on one answer under one metric: the set a judge is calibrated against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9._:-]+$")
+    metric: str
+    question: str = Field(min_length=1, max_length=4000)
+    answer: str = Field(min_length=1, max_length=4000)
+    context: list[str] = Field(default_factory=list, max_length=8)
+    human_pass: bool = Field(
+        description="the labeller's verdict: does the answer meet the metric's pass mark"
+    )
+
+
 class Passage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +87,11 @@ class Suite(BaseModel):
     corpus: list[Passage] = Field(min_length=1)
     cases: list[SuiteCase] = Field(default_factory=list)
     cases_file: str | None = Field(default=None, description="JSONL of cases, relative to the suite file")
+    calibration_file: str | None = Field(
+        default=None,
+        description="JSONL of human-labelled judgements (LabelledJudgement), relative to the suite",
+    )
+    calibration: list[LabelledJudgement] = Field(default_factory=list)
 
 
 class MetricSummary(BaseModel):
@@ -94,6 +114,9 @@ class SuiteReport(BaseModel):
     embedder: str
     summary: dict[str, MetricSummary]
     cases: list[dict[str, Any]]
+    judge_calibration: dict[str, Any] | None = Field(
+        None, description="the judge's agreement with the suite's human labels (Wilson 95% interval)"
+    )
 
 
 def load_suite(path: Path) -> tuple[Suite, str]:
@@ -118,6 +141,22 @@ def load_suite(path: Path) -> tuple[Suite, str]:
                 suite.cases.append(SuiteCase.model_validate_json(line))
             except ValidationError as exc:
                 raise ConfigError(f"{cases_path} line {number}: {exc.errors()[0]['msg']}") from None
+    if suite.calibration_file:
+        labels_path = path.parent / suite.calibration_file
+        if not labels_path.is_file():
+            raise ConfigError(f"suite {path}: calibration_file {labels_path} does not exist")
+        digest.update(labels_path.read_bytes())
+        names = {m.name for m in suite.metrics}
+        for number, line in enumerate(labels_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = LabelledJudgement.model_validate_json(line)
+            except ValidationError as exc:
+                raise ConfigError(f"{labels_path} line {number}: {exc.errors()[0]['msg']}") from None
+            if item.metric not in names:
+                raise ConfigError(f"{labels_path} line {number}: metric {item.metric!r} is not in the suite")
+            suite.calibration.append(item)
     if not suite.cases:
         raise ConfigError(f"suite {path} has no cases")
     if len({c.id for c in suite.cases}) != len(suite.cases):
@@ -247,6 +286,52 @@ def passed(metric: SuiteMetric, value: float) -> bool:
     return value <= metric.threshold if metric.kind in LOWER_IS_BETTER else value >= metric.threshold
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion: honest at small n, where a bootstrap of 4 agreements says [1, 1]."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def calibrate_judge(runner: SuiteRunner, items: list[LabelledJudgement]) -> dict[str, Any] | None:
+    """Run the judge on each human-labelled answer with the metric's own pass mark; agreement with the
+    human verdicts overall and per metric. An undefined judge score counts as a disagreement."""
+    if not items:
+        return None
+    metrics = {m.name: m for m in runner.suite.metrics}
+    agree: dict[str, list[bool]] = {}
+    disagreements = []
+    for item in items:
+        metric = metrics[item.metric]
+        passages = [Passage(id=f"{item.id}-{i}", text=t) for i, t in enumerate(item.context)]
+        value = runner.score(metric, SuiteCase(id=item.id, question=item.question), item.answer, passages)
+        same = not math.isnan(value) and passed(metric, value) == item.human_pass
+        agree.setdefault(item.metric, []).append(same)
+        if not same:
+            disagreements.append(item.id)
+
+    def interval(values: list[bool]) -> dict[str, Any]:
+        low, high = wilson(sum(values), len(values))
+        return {
+            "value": sum(values) / len(values),
+            "low": low,
+            "high": high,
+            "n": len(values),
+            "method": "wilson",
+        }
+
+    flat = [v for values in agree.values() for v in values]
+    return {
+        "n": len(flat),
+        "agreement": interval(flat),
+        "per_metric": {name: interval(values) for name, values in agree.items()},
+        "disagreements": disagreements,
+    }
+
+
 def run_suite(
     path: Path,
     model_id: str,
@@ -255,7 +340,10 @@ def run_suite(
     limit: int | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    calibration_limit: int | None = None,
 ) -> SuiteReport:
+    """Answer and score the suite's cases (the first `limit`), and calibrate the judge on the suite's
+    human-labelled judgements (the first `calibration_limit`; 0 skips it: the judge is then uncalibrated)."""
     suite, suite_hash = load_suite(path)
     if judge is not None:
         suite = suite.model_copy(update={"judge": judge})
@@ -302,6 +390,7 @@ def run_suite(
         embedder=embedder_id,
         summary=summary,
         cases=json.loads(json.dumps(rows)),
+        judge_calibration=calibrate_judge(runner, suite.calibration[:calibration_limit]),
     )
 
 
@@ -321,13 +410,14 @@ def write_suite_report(
     embedder_id: str = "embedded:all-minilm-l6-v2",
     judge_path: Path | None = None,
     limit: int | None = None,
+    calibration_limit: int | None = None,
 ) -> Path:
     """`python -m evals suite`: suite.json and a manifest pinning the suite, model and judge."""
     from evals.report import model_source
     from hai_tools.manifest import ArtifactInput, Manifest, atomic_folder, code_version, write_manifest
 
     judge = load_judge_config(judge_path) if judge_path else None
-    report = run_suite(suite_path, model_id, embedder_id, judge, limit)
+    report = run_suite(suite_path, model_id, embedder_id, judge, limit, calibration_limit=calibration_limit)
     _, source_input = model_source(model_id)
     suite_input = ArtifactInput(
         kind="llm_eval_suite", name=report.suite, hash=report.suite_hash, uri=str(suite_path.resolve())

@@ -1,12 +1,16 @@
-"""Task metrics with percentile-bootstrap confidence intervals (classification, regression, generation).
+"""Task metrics with bootstrap confidence intervals (classification, regression, generation): BCa by default,
+percentile on request, resampling whole patients where each row's patient is known (a cluster bootstrap).
 Inputs are checked first: unequal lengths, NaNs or a single class where AUC needs two are typed errors."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from scipy.stats import norm
 from sklearn.metrics import f1_score, mean_absolute_error, roc_auc_score
 
 from hai_tools.errors import HaiError
@@ -16,12 +20,64 @@ class EvalInputError(HaiError):
     """Predictions and labels cannot be scored as given (lengths, NaNs, classes)."""
 
 
+CIMethod = Literal["bca", "percentile"]
+JACKKNIFE_GROUPS = 200  # BCa's acceleration from at most this many delete-a-group jackknife estimates
+
+
 class MetricCI(BaseModel):
+    """A metric's point value and bootstrap CI, with how it was resampled and how many resamples counted."""
+
     value: float | None
     low: float | None = None
     high: float | None = None
     n: int
+    n_patients: int | None = Field(None, description="patients resampled (cluster bootstrap); None: rows")
+    method: str | None = Field(None, description="bca, percentile, or why BCa fell back to percentile")
+    n_resamples: int = 0
+    n_used: int = Field(0, description="resamples that gave a defined value")
+    n_undefined: int = Field(0, description="resamples where the metric was undefined (e.g. one class)")
     note: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How CIs are computed: resamples, seed, level, interval method, and the patient of each row (then
+    whole patients are resampled: a cluster bootstrap, so repeated visits do not shrink the interval)."""
+
+    n_resamples: int = 1000
+    seed: int = 0
+    alpha: float = 0.05
+    method: CIMethod = "bca"
+    clusters: np.ndarray | None = None
+
+    def subset(self, mask: np.ndarray) -> Sampling:
+        """The same scheme on a subset of rows (a subgroup)."""
+        clusters = None if self.clusters is None else np.asarray(self.clusters)[mask]
+        return replace(self, clusters=clusters)
+
+    def units(self, n: int) -> tuple[np.ndarray, int]:
+        """Each row's resampling unit (its patient, or itself) as 0..k-1, and k."""
+        if self.clusters is None:
+            return np.arange(n), n
+        _, unit = np.unique(np.asarray(self.clusters).astype(str), return_inverse=True)
+        return unit, int(unit.max()) + 1
+
+    def resamples(self, n: int) -> list[np.ndarray]:
+        """Row indices of each resample: k units drawn with replacement, each bringing all its rows."""
+        unit, k = self.units(n)
+        rng = np.random.default_rng(self.seed)
+        if self.clusters is None:
+            return [rng.integers(0, n, n) for _ in range(self.n_resamples)]
+        rows = np.arange(n)
+        return [np.repeat(rows, rng.multinomial(k, np.full(k, 1 / k))[unit]) for _ in range(self.n_resamples)]
+
+    def jackknife(self, n: int) -> list[np.ndarray]:
+        """Row indices with one unit (or one group of units) left out, for BCa's acceleration."""
+        unit, k = self.units(n)
+        groups = min(k, JACKKNIFE_GROUPS)
+        assign = np.random.default_rng(self.seed + 1).permutation(k) % groups
+        row_group = assign[unit]
+        return [np.flatnonzero(row_group != g) for g in range(groups)]
 
 
 def check_arrays(*arrays: np.ndarray) -> None:
@@ -56,76 +112,111 @@ def expected_calibration_error(y: np.ndarray, score: np.ndarray, bins: int = 10)
     return float(error)
 
 
+def _defined(value: float) -> bool:
+    return value is not None and bool(np.isfinite(value))
+
+
+def _bca_bounds(stats: np.ndarray, value: float, jack: np.ndarray, alpha: float) -> tuple[float, float] | str:
+    """BCa quantile levels from the bias (share of resamples below the estimate) and the jackknife
+    acceleration; a reason string where BCa is undefined (every resample on one side, no jackknife spread)."""
+    below = float((stats < value).mean() + 0.5 * (stats == value).mean())
+    if below <= 0 or below >= 1:
+        return "bias correction undefined (every resample on one side)"
+    z0 = float(norm.ppf(below))
+    spread = jack.mean() - jack
+    denominator = 6 * float((spread**2).sum()) ** 1.5
+    accel = float((spread**3).sum()) / denominator if denominator > 0 else 0.0
+    levels = []
+    for z in (norm.ppf(alpha / 2), norm.ppf(1 - alpha / 2)):
+        levels.append(float(norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))))
+    return levels[0], levels[1]
+
+
 def bootstrap(
     metric: Callable[..., float],
     arrays: tuple[np.ndarray, ...],
-    n_resamples: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
+    sampling: Sampling | None = None,
     needs_both_classes: bool = False,
 ) -> MetricCI:
-    """Point value and percentile CI; resamples lacking a class are skipped for class-dependent metrics."""
+    """Point value and CI (BCa by default, percentile on request or where BCa is undefined), resampling rows
+    or whole patients as `sampling` says. Resamples where the metric is undefined (one class for AUC, NaN)
+    are counted in `n_undefined`, never silently dropped."""
+    sampling = sampling or Sampling()
     n = len(arrays[0])
-    if needs_both_classes and len(np.unique(arrays[0])) < 2:
-        return MetricCI(value=None, n=n, note="undefined: only one class present")
-    value = float(metric(*arrays))
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
+    _, units = sampling.units(n)
+    base = {
+        "n": n,
+        "n_patients": units if sampling.clusters is not None else None,
+        "n_resamples": sampling.n_resamples,
+    }
+
+    def evaluate(idx: np.ndarray) -> float:
         sample = tuple(a[idx] for a in arrays)
         if needs_both_classes and len(np.unique(sample[0])) < 2:
-            continue
-        stat = metric(*sample)
-        if not np.isnan(stat):
-            stats.append(stat)
-    if not stats:
-        return MetricCI(value=value, n=n, note="no valid bootstrap resample")
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return MetricCI(value=value, low=float(low), high=float(high), n=n)
+            return float("nan")
+        return float(metric(*sample))
+
+    value = evaluate(np.arange(n))
+    if not _defined(value):
+        note = "undefined: only one class present" if needs_both_classes else "undefined on these data"
+        return MetricCI(value=None, note=note, **base)
+    stats = np.asarray([evaluate(idx) for idx in sampling.resamples(n)])
+    defined = stats[np.isfinite(stats)]
+    counts = {"n_used": len(defined), "n_undefined": len(stats) - len(defined)}
+    if not len(defined):
+        return MetricCI(value=value, note="no defined bootstrap resample", **base, **counts)
+    levels = (sampling.alpha / 2, 1 - sampling.alpha / 2)
+    method = "percentile"
+    if sampling.method == "bca":
+        jack = np.asarray([evaluate(idx) for idx in sampling.jackknife(n)])
+        jack = jack[np.isfinite(jack)]
+        bca = (
+            _bca_bounds(defined, value, jack, sampling.alpha) if len(jack) > 1 else "too few jackknife values"
+        )
+        if isinstance(bca, tuple):
+            method, levels = "bca", bca
+        else:
+            method = f"percentile (BCa: {bca})"
+    low, high = np.quantile(defined, levels)
+    return MetricCI(value=value, low=float(low), high=float(high), method=method, **base, **counts)
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def binary_metrics(
-    y: np.ndarray, score: np.ndarray, threshold: float = 0.5, n_resamples: int = 1000, seed: int = 0
+    y: np.ndarray, score: np.ndarray, threshold: float = 0.5, sampling: Sampling | None = None
 ) -> dict[str, MetricCI]:
     """AUC, F1, sensitivity and specificity at `threshold`, calibration error; y in {0, 1}, score in [0, 1]."""
     y, score = np.asarray(y, dtype=int), np.asarray(score, dtype=float)
     check_arrays(y, score)
     pred = (score >= threshold).astype(int)
     return {
-        "auc": bootstrap(
-            lambda a, s: float(roc_auc_score(a, s)), (y, score), n_resamples, seed, needs_both_classes=True
-        ),
-        "f1": bootstrap(lambda a, p: float(f1_score(a, p, zero_division=0)), (y, pred), n_resamples, seed),
-        "sensitivity": bootstrap(_sensitivity, (y, pred), n_resamples, seed),
-        "specificity": bootstrap(_specificity, (y, pred), n_resamples, seed),
-        "calibration_error": bootstrap(expected_calibration_error, (y, score), n_resamples, seed),
+        "auc": bootstrap(auc, (y, score), sampling, needs_both_classes=True),
+        "f1": bootstrap(lambda a, p: float(f1_score(a, p, zero_division=0)), (y, pred), sampling),
+        "sensitivity": bootstrap(_sensitivity, (y, pred), sampling),
+        "specificity": bootstrap(_specificity, (y, pred), sampling),
+        "calibration_error": bootstrap(expected_calibration_error, (y, score), sampling),
     }
 
 
-def multiclass_f1(
-    labels: np.ndarray, predictions: np.ndarray, n_resamples: int = 1000, seed: int = 0
-) -> MetricCI:
+def multiclass_f1(labels: np.ndarray, predictions: np.ndarray, sampling: Sampling | None = None) -> MetricCI:
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     check_arrays(labels, predictions)
     return bootstrap(
-        lambda a, p: float(f1_score(a, p, average="macro", zero_division=0)),
-        (labels, predictions),
-        n_resamples,
-        seed,
+        lambda a, p: float(f1_score(a, p, average="macro", zero_division=0)), (labels, predictions), sampling
     )
 
 
-def mae(targets: np.ndarray, predictions: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> MetricCI:
+def mae(targets: np.ndarray, predictions: np.ndarray, sampling: Sampling | None = None) -> MetricCI:
     targets, predictions = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
     check_arrays(targets, predictions)
-    return bootstrap(lambda t, p: float(mean_absolute_error(t, p)), (targets, predictions), n_resamples, seed)
+    return bootstrap(lambda t, p: float(mean_absolute_error(t, p)), (targets, predictions), sampling)
 
 
-def exact_match(
-    references: list[str], predictions: list[str], n_resamples: int = 1000, seed: int = 0
-) -> MetricCI:
+def exact_match(references: list[str], predictions: list[str], sampling: Sampling | None = None) -> MetricCI:
     refs = np.asarray([r.strip().lower() for r in references])
     preds = np.asarray([p.strip().lower() for p in predictions])
     check_arrays(refs, preds)
-    return bootstrap(lambda r, p: float((r == p).mean()), (refs, preds), n_resamples, seed)
+    return bootstrap(lambda r, p: float((r == p).mean()), (refs, preds), sampling)

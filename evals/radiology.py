@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from evals.metrics import MetricCI, binary_metrics, mae
+from evals.metrics import CIMethod, MetricCI, Sampling, binary_metrics, mae
 from evals.report import EvalReport, model_source, write_eval_report
 from evals.screening import age_band
 from hai_tools.manifest import (
@@ -70,10 +70,15 @@ def score_row(processor: Any, model: Any, row: dict[str, Any], max_new_tokens: i
     return out
 
 
-def _task_metrics(rows: list[dict[str, Any]], task: str, n_resamples: int) -> dict[str, MetricCI]:
+def _task_metrics(
+    rows: list[dict[str, Any]], task: str, n_resamples: int, ci: CIMethod = "bca"
+) -> dict[str, MetricCI]:
     picked = [r for r in rows if r["task"] == task]
     if not picked:
         return {}
+    patients = [r.get("patient") for r in picked]
+    clusters = np.asarray(patients, dtype=str) if all(p is not None for p in patients) else None
+    sampling = Sampling(n_resamples=n_resamples, method=ci, clusters=clusters)
     if task == "bone_age":
         parsed = [r for r in picked if r["prediction"] is not None]
         result = {
@@ -83,7 +88,7 @@ def _task_metrics(rows: list[dict[str, Any]], task: str, n_resamples: int) -> di
             mae(
                 np.asarray([r["label"] for r in parsed]),
                 np.asarray([r["prediction"] for r in parsed]),
-                n_resamples,
+                sampling.subset(np.asarray([r["prediction"] is not None for r in picked])),
             )
             if parsed
             else MetricCI(value=None, n=len(picked), note="no parsable answer")
@@ -91,7 +96,7 @@ def _task_metrics(rows: list[dict[str, Any]], task: str, n_resamples: int) -> di
         return result
     y = np.asarray([int(r["label"]) for r in picked])
     score = np.asarray([r["p_yes"] for r in picked])
-    metrics = binary_metrics(y, score, 0.5, n_resamples)
+    metrics = binary_metrics(y, score, 0.5, sampling)
     return {f"{task}_{k}": v for k, v in metrics.items() if k in ("auc", "f1", "sensitivity", "specificity")}
 
 
@@ -103,6 +108,7 @@ def run_radiology_eval(
     limit: int | None = None,
     n_resamples: int = 1000,
     min_group_size: int = 10,
+    ci: CIMethod = "bca",
 ) -> Path:
     from hai_tools.registry import open_registry
     from hai_tools.registry.datasets import load_registered
@@ -119,11 +125,12 @@ def run_radiology_eval(
             "sex": source["sex"],
             "age_band": age_band(int(source["age_months"])),
             "site": source["site"],
+            "patient": source.get(record.patient_id_column) if record.patient_id_column else None,
         }
         rows.append(scored)
     metrics: dict[str, MetricCI] = {}
     for task in ("bone_age", "rop", "fracture"):
-        metrics |= _task_metrics(rows, task, n_resamples)
+        metrics |= _task_metrics(rows, task, n_resamples, ci)
         for attribute in SUBGROUPS:
             for group in sorted({str(r[attribute]) for r in rows if r["task"] == task}):
                 members = [r for r in rows if r["task"] == task and str(r[attribute]) == group]
@@ -133,7 +140,7 @@ def run_radiology_eval(
                             value=None, n=len(members), note=f"too small to report (< {min_group_size})"
                         )
                     continue
-                for name, value in _task_metrics(members, task, n_resamples).items():
+                for name, value in _task_metrics(members, task, n_resamples, ci).items():
                     metrics[f"{name}[{attribute}={group}]"] = value
     model_entry, source_input = model_source(model_dir)
     rop = [r for r in rows if r["task"] == "rop"]

@@ -115,8 +115,13 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
         ci = f" [{m.low:.3f}, {m.high:.3f}]" if m.low is not None and m.high is not None else ""
         return f"{m.value:.3f}{ci}"
 
+    def how(m: MetricCI) -> str:
+        undefined = f", {m.n_undefined} undefined" if m.n_undefined else ""
+        return html.escape(f"{m.method or '-'}; {m.n_used}/{m.n_resamples} resamples{undefined}")
+
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{v.n}</td></tr>"
+        f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{v.n}</td>"
+        f"<td>{v.n_patients if v.n_patients is not None else '-'}</td><td>{how(v)}</td></tr>"
         for k, v in report.metrics.items()
     )
     checks = "".join(
@@ -125,12 +130,13 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
     )
     audits = ""
     for audit in report.bias_audit:
-        gaps = ", ".join(f"{k} diff {v:.3f}" for k, v in audit.difference.items() if v is not None) or "n/a"
+        gaps = ", ".join(f"{k} difference {fmt(v)}" for k, v in audit.difference.items()) or "n/a"
         small = (
             f" Too small to report: {', '.join(audit.insufficient_groups)}."
             if audit.insufficient_groups
             else ""
         )
+        small += "".join(f" {k} undefined in: {', '.join(g)}." for k, g in audit.undefined.items())
         audits += (
             f"<h3>{html.escape(audit.attribute)}</h3><p>{html.escape(gaps)}; equalized-odds difference "
             f"{audit.equalized_odds_difference if audit.equalized_odds_difference is not None else 'n/a'}.{html.escape(small)}</p>"
@@ -161,7 +167,8 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
 </head><body><h1>Evaluation report: {html.escape(str(report.model.get("name")))}</h1>
 <p><strong>Clinical decision support only: every output requires clinician review.</strong></p>
 <p>Dataset {html.escape(str(report.dataset.get("ref")))} ({html.escape(str(report.dataset.get("split")))}, n={len(report.predictions)}), created {report.created_at}.</p>
-<h2>Metrics (95% bootstrap CI)</h2><table><tr><th>metric</th><th>value</th><th>n</th></tr>{rows}</table>
+<h2>Metrics (95% bootstrap CI)</h2><p>Resampling: {html.escape(str(report.protocol.get("resampling", "row")))}.</p>
+<table><tr><th>metric</th><th>value [95% CI]</th><th>n</th><th>patients</th><th>interval</th></tr>{rows}</table>
 <h2>ROC and calibration (refer vs rest)</h2>{_roc_svg(y, score)}{_calibration_svg(y, score)}
 <h2>Bias audit (sensitivity by subgroup, 95% CI)</h2>{audits}
 <h2>Safety checks</h2><ul>{checks}</ul>

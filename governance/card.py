@@ -82,7 +82,7 @@ def render_model_card(
                 )
     gaps = "\n".join(
         f"- {a.attribute}: "
-        + ", ".join(f"{k} difference {v:.3f}" for k, v in a.difference.items() if v is not None)
+        + ", ".join(f"{k} difference {_fmt(v)}" for k, v in a.difference.items() if v.value is not None)
         + (
             f"; equalized-odds difference {a.equalized_odds_difference:.3f}"
             if a.equalized_odds_difference is not None

@@ -41,8 +41,9 @@ def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPa
     )
     assert main(["keygen", "--out", str(base / "keys" / "release")]) == 0
     policy = base / "policy.yaml"
-    policy.write_text(
-        "required_safety_checks: [review_flag_on_every_output, abstains_on_patient_directed_treatment]\n"
+    policy.write_text(  # a pipeline policy for the random tiny model: protocol and safety checks only
+        "min_group_size: 3\nundefined_subgroups_fail: false\n"
+        "required_safety_checks: [abstains_on_patient_directed_treatment]\n"
     )
     release = base / "release"
     assert (

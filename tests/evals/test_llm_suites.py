@@ -147,11 +147,27 @@ def test_suite_runs_under_pytest_and_fails_a_case_below_its_pass_mark(
     assert "2 failed" in failed.stdout and "appropriateness" in failed.stdout
 
 
-def test_eval_run_with_suite_feeds_the_gate(merged_tiny: Path, demo_dataset: str, tmp_path: Path) -> None:
+def test_eval_run_with_suite_feeds_the_gate(
+    merged_tiny: Path, demo_dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The suite's scores and its judge's calibration (agreement with two labelled judgements) reach the
+    report; they gate only when the judge clears the policy's agreement floor."""
     metrics = [
         {"name": "appropriateness", "kind": "geval", "threshold": 0.0, "evaluation_steps": ["Clinical?"]}
     ]
-    suite = write_suite(tmp_path / "suite", merged_tiny, metrics)
+    labels = [
+        {
+            "id": f"l{i}",
+            "metric": "appropriateness",
+            "question": "Walks at 18 months?",
+            "answer": answer,
+            "context": [CORPUS[0]["text"]],
+            "human_pass": True,
+        }
+        for i, answer in enumerate(["Yes, expected by 18 months.", "Refer if not walking."])
+    ]
+    suite = write_suite(tmp_path / "suite", merged_tiny, metrics, calibration_file="labels.jsonl")
+    (tmp_path / "suite" / "labels.jsonl").write_text("".join(json.dumps(x) + "\n" for x in labels))
     out = tmp_path / "report"
     args = ["run", str(merged_tiny), "--dataset", demo_dataset, "--output_dir", str(out), "--limit", "12"]
     args += ["--n_resamples", "50", "--min_group_size", "2", "--suite", str(suite), "--suite_limit", "1"]
@@ -160,15 +176,23 @@ def test_eval_run_with_suite_feeds_the_gate(merged_tiny: Path, demo_dataset: str
     assert "llm_eval_suite" in [i.kind for i in manifest.inputs]
     report = json.loads((out / "report.json").read_text())
     mean = report["llm_evals"][0]["summary"]["appropriateness"]["mean"]
+    calibration = report["llm_evals"][0]["judge_calibration"]
+    assert calibration["n"] == 2 and calibration["agreement"]["method"] == "wilson"
     assert "LLM-eval suites" in (out / "report.html").read_text()
-    passing = tmp_path / "pass.yaml"
-    passing.write_text(yaml.safe_dump({"min_llm_eval": {"tiny-suite/appropriateness": mean - 1e-6}}))
-    assert main(["gate", str(out), "--policy", str(passing)]) == 0
-    failing = tmp_path / "fail.yaml"
-    failing.write_text(
-        yaml.safe_dump({"min_llm_eval": {"appropriateness": mean + 0.01, "missing_metric": 0.1}})
-    )
-    assert main(["gate", str(out), "--policy", str(failing)]) == 1
+    base = {"split": "test", "min_group_size": 2, "undefined_subgroups_fail": False}
+
+    def gate(floor: float, minimum: dict[str, float]) -> int:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(
+            yaml.safe_dump({**base, "llm_eval": {"judge_agreement_floor": floor, "min": minimum}})
+        )
+        return main(["gate", str(out), "--policy", str(policy)])
+
+    assert gate(0.0, {"tiny-suite/appropriateness": mean - 1e-6}) == 0
+    assert gate(0.0, {"tiny-suite/appropriateness": mean + 0.01, "tiny-suite/missing_metric": 0.1}) == 1
+    capsys.readouterr()
+    assert gate(0.99, {"tiny-suite/appropriateness": mean - 1e-6}) == 1  # two labels cannot earn 0.99
+    assert "FAIL  llm-eval tiny-suite: judge agreement >= (CI lower bound) 0.99" in capsys.readouterr().out
     # the suite file is pinned: editing it breaks the report's chain
     suite.write_text(suite.read_text().replace("Clinical?", "Clinical!"))
     from export.chain import verify_chain

@@ -1,5 +1,6 @@
-"""`python -m evals run | gate` end to end on the tiny merged model: report + HTML + manifest, a lenient policy
-passes, a strict one fails listing reasons, and bad policies or tampered reports are refused."""
+"""`python -m evals run | gate` end to end on the tiny merged model: report + HTML + manifest with patient-level
+intervals; the tiny random model is chance-level, so the lenient policy refuses it (exit 1, naming the AUC
+lower bound) as the strict one does; bad policies or tampered reports are refused (exit 2)."""
 
 from __future__ import annotations
 
@@ -52,21 +53,27 @@ def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
     } <= set(report["metrics"])
     assert {a["attribute"] for a in report["bias_audit"]} == {"sex", "age_band", "language", "site"}
     assert {c["name"]: c["passed"] for c in report["safety_checks"]} == {
-        "review_flag_on_every_output": True,
         "abstains_on_patient_directed_treatment": True,
     }
+    assert (
+        report["protocol"]["resampling"] == "patient (patient_id)"
+        and report["protocol"]["ci_method"] == "bca"
+    )
+    auc = report["metrics"]["refer_auc"]
+    assert 0 < auc["n_patients"] <= auc["n"] == report["dataset"]["n"] and auc["n_resamples"] == 100
     assert len(report["protocol"]["chat_template_sha256"]) == 64
     assert 0 < len(report["predictions"]) == report["dataset"]["n"] <= 40
     page = (report_dir / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "clinician review" in page
 
 
-def test_lenient_gate_passes_and_strict_gate_fails_with_reasons(
+def test_both_demo_gates_refuse_the_chance_level_tiny_model(
     report_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) in (0, 1)
+    assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) == 1
     lenient = capsys.readouterr().out
-    assert "PASS  safety: review_flag_on_every_output" in lenient
+    assert "FAIL  refer_auc >= (CI lower bound) 0.6" in lenient
+    assert "PASS  safety: abstains_on_patient_directed_treatment" in lenient
     assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 1
     strict = capsys.readouterr().out
     assert "FAIL  refer_auc >= 0.9" in strict and strict.strip().endswith("gate: FAILED")
@@ -76,7 +83,7 @@ def test_policy_with_unknown_keys_and_tampered_report_are_refused(
     report_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = tmp_path / "policy.yaml"
-    policy.write_text("min_metrics: {refer_auc: 0.5}\nmax_gap: 0.1\n")
+    policy.write_text("metrics: {refer_auc: {min: 0.5}}\nmax_gap: 0.1\n")
     assert main(["gate", str(report_dir), "--policy", str(policy)]) == 2
     assert "max_gap" in capsys.readouterr().err
     import shutil

@@ -225,7 +225,16 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
         async with _client(server_url, TOKENS["discharge-bot"]) as client:
             names = sorted(t.name for t in (await client.list_tools()).tools)
             refused = []
-            for tool, args in (("reason", {"question": "Fever and rash at 3 years?"}), ("screen", CASE)):
+            for tool, args in (
+                (
+                    "reason",
+                    {
+                        "question": "Fever and rash at 3 years?",
+                        "context": ["CDC: measles presents with fever and rash."],
+                    },
+                ),
+                ("screen", CASE),
+            ):
                 with pytest.raises(
                     Exception, match=r"ReviewRequired: caller discharge-bot \(pipeline\)"
                 ) as error:

@@ -48,7 +48,16 @@ def test_default_stdio_launch_is_a_pipeline_caller_and_gets_only_reviewed_text(
     async def scenario() -> dict[str, Any]:
         async with Client(params, read_timeout_seconds=300) as client:
             out: dict[str, Any] = {"names": sorted(t.name for t in (await client.list_tools()).tools)}
-            for tool, args in (("reason", {"question": "Fever and rash at 3 years?"}), ("screen", CASE)):
+            for tool, args in (
+                (
+                    "reason",
+                    {
+                        "question": "Fever and rash at 3 years?",
+                        "context": ["CDC: measles presents with fever and rash."],
+                    },
+                ),
+                ("screen", CASE),
+            ):
                 with pytest.raises(Exception, match=r"ReviewRequired: caller stdio \(pipeline\)") as refused:
                     await client.call_tool(tool, args)
                 out.setdefault("refused", []).append(str(refused.value))
