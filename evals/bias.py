@@ -15,7 +15,7 @@ import numpy as np
 from fairlearn.metrics import equalized_odds_difference
 from pydantic import BaseModel, Field
 
-from evals.metrics import MetricCI, Sampling, _sensitivity, _specificity, auc, bootstrap, check_arrays
+from evals.metrics import MetricCI, Sampling, auc, bootstrap_many, check_arrays
 
 
 class SubgroupResult(BaseModel):
@@ -39,44 +39,58 @@ class AttributeAudit(BaseModel):
     )
 
 
-def _selection_rate(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(pred.mean())
+LABEL_METRICS = ("sensitivity", "specificity", "selection_rate")
+METRIC_NAMES = (*LABEL_METRICS, "auc")
 
 
-def _auc_of(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> float:
-    return auc(y, score)
+def _per_group(include_auc: bool, n_groups: int) -> Callable[..., np.ndarray]:
+    """(y, pred, score, group index) -> a (groups x metrics) table from one pass: confusion counts per group
+    by bincount, AUC per group where asked; NaN where a group has no row of the class a metric needs."""
+
+    def table(y: np.ndarray, pred: np.ndarray, score: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+        counts = np.bincount(gidx * 4 + y * 2 + pred, minlength=4 * n_groups).reshape(n_groups, 4)
+        tn, fp, fn, tp = counts.T.astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns = [tp / (tp + fn), tn / (tn + fp), (tp + fp) / counts.sum(axis=1)]
+        if include_auc:
+            columns.append(np.asarray([auc(y[gidx == g], score[gidx == g]) for g in range(n_groups)]))
+        return np.stack(columns, axis=1)
+
+    return table
 
 
-def _label_metric(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
-    return lambda y, pred, score: fn(y, pred)
+def group_intervals(
+    y: np.ndarray,
+    pred: np.ndarray,
+    score: np.ndarray,
+    groups: np.ndarray,
+    sampling: Sampling,
+    include_auc: bool = True,
+) -> tuple[dict[str, dict[str, MetricCI]], dict[str, MetricCI], dict[str, MetricCI]]:
+    """Per-group metrics and the between-group difference (max - min) and ratio (min / max) of each, all with
+    CIs from the same resamples of the whole frame (rows or whole patients), the scheme fairlearn's
+    MetricFrame bootstrap uses. A gap is undefined in a resample where any group's value is."""
+    names = sorted(np.unique(groups))
+    gidx = np.searchsorted(names, groups)
+    metrics = METRIC_NAMES if include_auc else LABEL_METRICS
+    table = _per_group(include_auc, len(names))
 
+    def vector(y: np.ndarray, pred: np.ndarray, score: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+        values = table(y, pred, score, gidx)
+        high, low = values.max(axis=0), values.min(axis=0)  # NaN wherever a group is undefined
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(high > 0, low / high, np.nan)
+        gaps = [high - low, ratio] if len(names) > 1 else []
+        return np.concatenate([values.reshape(-1), *gaps])
 
-# every metric takes (y, pred, score)
-METRICS: dict[str, Callable[..., float]] = {
-    "sensitivity": _label_metric(_sensitivity),
-    "specificity": _label_metric(_specificity),
-    "selection_rate": _label_metric(_selection_rate),
-    "auc": _auc_of,
-}
-
-
-def _gap(fn: Callable[..., float], groups: list[str], kind: str) -> Callable[..., float]:
-    """The between-group gap of `fn` on one (re)sample; NaN when any group's value is undefined there."""
-
-    def gap(y: np.ndarray, pred: np.ndarray, score: np.ndarray, group: np.ndarray) -> float:
-        values = []
-        for g in groups:
-            mask = group == g
-            value = fn(y[mask], pred[mask], score[mask]) if mask.any() else float("nan")
-            if not np.isfinite(value):
-                return float("nan")
-            values.append(value)
-        high, low = max(values), min(values)
-        if kind == "difference":
-            return high - low
-        return low / high if high > 0 else float("nan")
-
-    return gap
+    labels = [f"{g}/{m}" for g in names for m in metrics]
+    if len(names) > 1:
+        labels += [f"difference/{m}" for m in metrics] + [f"ratio/{m}" for m in metrics]
+    out = bootstrap_many(vector, labels, (y, pred, score, gidx), sampling)
+    per_group = {g: {m: out[f"{g}/{m}"] for m in metrics} for g in names}
+    difference = {m: out[f"difference/{m}"] for m in metrics if f"difference/{m}" in out}
+    ratio = {m: out[f"ratio/{m}"] for m in metrics if f"ratio/{m}" in out}
+    return per_group, difference, ratio
 
 
 def audit_attribute(
@@ -96,44 +110,36 @@ def audit_attribute(
     )
     check_arrays(y, score, groups)
     pred = (score >= threshold).astype(int)
-    results, sufficient = [], []
+    sizes = {str(g): int((groups == g).sum()) for g in sorted(np.unique(groups))}
+    sufficient = [g for g, n in sizes.items() if n >= min_group_size]
+    keep = np.isin(groups, sufficient)
+    per_group: dict[str, dict[str, MetricCI]] = {}
+    difference: dict[str, MetricCI] = {}
+    ratio: dict[str, MetricCI] = {}
+    eod: float | None = None
+    if sufficient:
+        arrays = (y[keep], pred[keep], score[keep], groups[keep])
+        per_group, difference, ratio = group_intervals(*arrays, sampling.subset(keep))
+    if len(sufficient) >= 2:
+        eod = _finite(equalized_odds_difference(y[keep], pred[keep], sensitive_features=groups[keep]))
+    results = []
     undefined: dict[str, list[str]] = {}
-    for group in sorted(np.unique(groups)):
+    for group, n in sizes.items():
+        metrics = per_group.get(group, {})
+        for name, value in metrics.items():
+            if value.value is None:
+                undefined.setdefault(name, []).append(group)
         mask = groups == group
-        n = int(mask.sum())
-        ok = n >= min_group_size
-        metrics: dict[str, MetricCI] = {}
-        if ok:
-            sub = sampling.subset(mask)
-            for name, fn in METRICS.items():
-                metrics[name] = bootstrap(
-                    fn, (y[mask], pred[mask], score[mask]), sub, needs_both_classes=name == "auc"
-                )
-                if metrics[name].value is None:
-                    undefined.setdefault(name, []).append(group)
-            sufficient.append(group)
-        n_patients = len(np.unique(sampling.clusters[mask])) if sampling.clusters is not None else None
         results.append(
             SubgroupResult(
                 group=group,
                 n=n,
-                n_patients=n_patients,
-                sufficient=ok,
+                n_patients=len(np.unique(sampling.clusters[mask])) if sampling.clusters is not None else None,
+                sufficient=group in sufficient,
                 metrics=metrics,
                 undefined=sorted(k for k, v in metrics.items() if v.value is None),
             )
         )
-    keep = np.isin(groups, sufficient)
-    difference: dict[str, MetricCI] = {}
-    ratio: dict[str, MetricCI] = {}
-    eod: float | None = None
-    if len(sufficient) >= 2:
-        arrays = (y[keep], pred[keep], score[keep], groups[keep])
-        sub = sampling.subset(keep)
-        for name, fn in METRICS.items():
-            difference[name] = bootstrap(_gap(fn, sufficient, "difference"), arrays, sub)
-            ratio[name] = bootstrap(_gap(fn, sufficient, "ratio"), arrays, sub)
-        eod = _finite(equalized_odds_difference(y[keep], pred[keep], sensitive_features=groups[keep]))
     return AttributeAudit(
         attribute=attribute,
         groups=results,

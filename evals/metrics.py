@@ -141,6 +141,26 @@ def bootstrap(
     """Point value and CI (BCa by default, percentile on request or where BCa is undefined), resampling rows
     or whole patients as `sampling` says. Resamples where the metric is undefined (one class for AUC, NaN)
     are counted in `n_undefined`, never silently dropped."""
+
+    def vector(*sample: np.ndarray) -> np.ndarray:
+        if needs_both_classes and len(np.unique(sample[0])) < 2:
+            return np.asarray([np.nan])
+        return np.asarray([float(metric(*sample))])
+
+    result = bootstrap_many(vector, ["value"], arrays, sampling)["value"]
+    if result.value is None and needs_both_classes:
+        result.note = "undefined: only one class present"
+    return result
+
+
+def bootstrap_many(
+    metric: Callable[..., np.ndarray],
+    names: list[str],
+    arrays: tuple[np.ndarray, ...],
+    sampling: Sampling | None = None,
+) -> dict[str, MetricCI]:
+    """`bootstrap` for a metric that returns one value per name (e.g. every subgroup's sensitivity and the
+    gap between them), all from the same resamples: one pass over the data per resample."""
     sampling = sampling or Sampling()
     n = len(arrays[0])
     _, units = sampling.units(n)
@@ -150,35 +170,44 @@ def bootstrap(
         "n_resamples": sampling.n_resamples,
     }
 
-    def evaluate(idx: np.ndarray) -> float:
-        sample = tuple(a[idx] for a in arrays)
-        if needs_both_classes and len(np.unique(sample[0])) < 2:
-            return float("nan")
-        return float(metric(*sample))
+    def evaluate(idx: np.ndarray) -> np.ndarray:
+        return np.asarray(metric(*(a[idx] for a in arrays)), dtype=float)
 
-    value = evaluate(np.arange(n))
-    if not _defined(value):
-        note = "undefined: only one class present" if needs_both_classes else "undefined on these data"
-        return MetricCI(value=None, note=note, **base)
-    stats = np.asarray([evaluate(idx) for idx in sampling.resamples(n)])
-    defined = stats[np.isfinite(stats)]
-    counts = {"n_used": len(defined), "n_undefined": len(stats) - len(defined)}
-    if not len(defined):
-        return MetricCI(value=value, note="no defined bootstrap resample", **base, **counts)
-    levels = (sampling.alpha / 2, 1 - sampling.alpha / 2)
-    method = "percentile"
-    if sampling.method == "bca":
-        jack = np.asarray([evaluate(idx) for idx in sampling.jackknife(n)])
-        jack = jack[np.isfinite(jack)]
-        bca = (
-            _bca_bounds(defined, value, jack, sampling.alpha) if len(jack) > 1 else "too few jackknife values"
+    values = evaluate(np.arange(n))
+    stats = np.stack([evaluate(idx) for idx in sampling.resamples(n)]) if sampling.n_resamples else None
+    jack = None
+    if sampling.method == "bca" and stats is not None:
+        jack = np.stack([evaluate(idx) for idx in sampling.jackknife(n)])
+    results: dict[str, MetricCI] = {}
+    for k, name in enumerate(names):
+        value = float(values[k])
+        if not _defined(value):
+            results[name] = MetricCI(value=None, note="undefined on these data", **base)
+            continue
+        column = stats[:, k] if stats is not None else np.asarray([])
+        defined = column[np.isfinite(column)]
+        counts = {"n_used": len(defined), "n_undefined": len(column) - len(defined)}
+        if not len(defined):
+            results[name] = MetricCI(value=value, note="no defined bootstrap resample", **base, **counts)
+            continue
+        levels = (sampling.alpha / 2, 1 - sampling.alpha / 2)
+        method = "percentile"
+        if jack is not None:
+            spread = jack[:, k][np.isfinite(jack[:, k])]
+            bca = (
+                _bca_bounds(defined, value, spread, sampling.alpha)
+                if len(spread) > 1
+                else "too few jackknife values"
+            )
+            if isinstance(bca, tuple):
+                method, levels = "bca", bca
+            else:
+                method = f"percentile (BCa: {bca})"
+        low, high = np.quantile(defined, levels)
+        results[name] = MetricCI(
+            value=value, low=float(low), high=float(high), method=method, **base, **counts
         )
-        if isinstance(bca, tuple):
-            method, levels = "bca", bca
-        else:
-            method = f"percentile (BCa: {bca})"
-    low, high = np.quantile(defined, levels)
-    return MetricCI(value=value, low=float(low), high=float(high), method=method, **base, **counts)
+    return results
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
