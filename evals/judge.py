@@ -48,6 +48,11 @@ class JudgeConfig(BaseModel):
     max_string_tokens: int = Field(default=48, ge=1, le=512)
     max_list_items: int = Field(default=4, ge=1, le=32)
     timeout_s: float = Field(default=120.0, gt=0)
+    structured_output: Literal["response_format", "prompt"] = Field(
+        default="response_format",
+        description="openai: send the schema as response_format (vLLM enforces it), or, for a server without "
+        "structured output, state it in the prompt; either way the answer is validated against the schema",
+    )
 
 
 class Judge(Protocol):
@@ -274,20 +279,30 @@ class OpenAIJudge:
     def structured(self, prompt: str, schema: type[T]) -> T:
         import httpx
 
-        payload = {
+        payload: dict[str, Any] = {
             "model": self._config.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": 0,
             "max_tokens": 1024,
-            "response_format": {
+        }
+        if self._config.structured_output == "response_format":
+            payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
-            },
-        }
+            }
+        else:
+            shape = json.dumps(schema.model_json_schema())
+            payload["messages"][0]["content"] = f"{prompt}\n\nAnswer with one JSON object of this schema: {shape}"
         try:
             response = self._client.post("/chat/completions", json=payload)
             response.raise_for_status()
             content = response.json()["choices"][0]["message"]["content"]
+        except httpx.HTTPStatusError as exc:
+            detail = exc.response.text[:200].replace("\n", " ")
+            raise JudgeError(
+                f"judge endpoint {self._config.base_url} refused the request "
+                f"(HTTP {exc.response.status_code}): {detail}"
+            ) from None
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
             raise JudgeError(f"judge endpoint {self._config.base_url} failed: {exc}") from None
         try:

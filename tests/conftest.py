@@ -191,6 +191,24 @@ def write_server_config(path: Path, **values: object) -> Path:
     return path
 
 
+def start_server_refused(config: Path, env: dict[str, str]) -> str:
+    """Start `mcp_server.py --config` over stdio (no client) and return the last line it printed, asserting
+    it refused to start with exit 2: how every start-time refusal is checked."""
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "mcp_server.py"), "--config", str(config)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
 def write_workflow_config(folder: Path, **values: object) -> Path:
     """A workflow config whose databases, reviewers and review key live in `folder`."""
     import yaml

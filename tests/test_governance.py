@@ -4,14 +4,13 @@ MCP server refusing a release whose signature or hashes do not verify."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from evals.__main__ import main as evals_main
 from governance.__main__ import main
+from tests.conftest import start_server_refused
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,19 +129,7 @@ def test_other_key_or_flipped_byte_fails_and_the_server_refuses(
             f"release: {target}\nrelease_public_key: {tmp_path / 'other.pub'}\n"
             f"reasoner: {merged_tiny}\nembedder: null\nbackends: [local]\n"
         )
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config)],
-            cwd=ROOT,
-            env=server_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-        )
-        assert (
-            proc.returncode == 2
-            and "release signature does not verify" in proc.stderr.strip().splitlines()[-1]
-        )
+        assert "release signature does not verify" in start_server_refused(config, server_env)
 
 
 def test_lineage_draws_each_artifact_once(

@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from evals.__main__ import main
 from evals.judge import JudgeConfig, LocalJudge
@@ -238,3 +240,58 @@ def test_bad_case_line_is_named(
     (suite.parent / "cases.jsonl").write_text(json.dumps(CASES[0]) + "\n" + json.dumps({"id": "x"}) + "\n")
     assert main(["suite", str(suite), "--model", str(merged_tiny), "--output_dir", str(tmp_path / "o")]) == 2
     assert "cases.jsonl line 2" in capsys.readouterr().err
+
+
+def test_openai_judge_round_trips_through_the_loopback_openai_server(
+    merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """The OpenAI-compatible judge against `transformers serve` on loopback (vLLM cannot be installed here).
+    That server does not enforce `response_format`, and the tiny model cannot write the schema's JSON, so in
+    both modes the answer comes back and fails validation: a typed JudgeError, never a score made up from an
+    answer outside the schema. A closed port is a typed error too."""
+    import shutil
+    import signal
+    import socket
+
+    from evals.judge import JudgeError, OpenAIJudge
+    from tests.conftest import wait_for_http
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    assert serve, "transformers CLI missing from the venv"
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen(
+            [serve, "serve", str(merged_tiny), "--port", str(port)],
+            env=server_env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", server, tmp_path / "serve.log", timeout_s=180)
+
+        class Verdict(BaseModel):
+            verdict: Literal["yes", "no"]
+            reason: str
+
+        def judge(mode: str) -> OpenAIJudge:
+            config = JudgeConfig(
+                kind="openai",
+                model=str(merged_tiny),
+                base_url=f"http://127.0.0.1:{port}/v1",
+                structured_output=mode,  # type: ignore[arg-type]
+                timeout_s=120,
+            )
+            return OpenAIJudge(config)
+
+        for mode in ("response_format", "prompt"):
+            with pytest.raises(JudgeError, match="judge endpoint answered outside the Verdict schema"):
+                judge(mode).structured("Is walking at 12 months expected?", Verdict)
+        closed = JudgeConfig(kind="openai", model="m", base_url="http://127.0.0.1:9/v1", timeout_s=5)
+        with pytest.raises(JudgeError, match=r"judge endpoint http://127.0.0.1:9/v1 failed"):
+            OpenAIJudge(closed).structured("x", Verdict)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import write_server_config
+from tests.conftest import start_server_refused, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +148,6 @@ def test_server_refuses_a_release_that_does_not_verify(
     merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
 ) -> None:
     import shutil
-    import subprocess
 
     release = tmp_path / "release"
     shutil.copytree(merged_tiny, release)
@@ -158,14 +157,4 @@ def test_server_refuses_a_release_that_does_not_verify(
     config = write_server_config(
         tmp_path / "server.yaml", release=str(release), reasoner=str(merged_tiny), backends=["local"]
     )
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config)],
-        cwd=ROOT,
-        env=server_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 2
-    assert "model.safetensors (hash mismatch)" in proc.stderr.strip().splitlines()[-1]
+    assert "model.safetensors (hash mismatch)" in start_server_refused(config, server_env)

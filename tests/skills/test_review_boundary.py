@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import write_server_config, write_workflow_config
+from tests.conftest import start_server_refused, write_server_config, write_workflow_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = {"case_id": "s-1", "age_months": 18, "observations": "Not yet observed: says three words."}
@@ -139,17 +139,8 @@ def test_an_unknown_role_stops_the_server_at_start(
         callers=str(tmp_path / "callers.yaml"),
         stdio_caller=stdio_caller,
     )
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config)],
-        cwd=ROOT,
-        env=server_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and message in lines[-1] and lines[-1].startswith("error: ")
+    last = start_server_refused(config, server_env)
+    assert message in last and last.startswith("error: ")
 
 
 def test_callers_cli_adds_lists_and_revokes_without_printing_tokens_twice(tmp_path: Path) -> None:
