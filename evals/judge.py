@@ -292,7 +292,9 @@ class OpenAIJudge:
             }
         else:
             shape = json.dumps(schema.model_json_schema())
-            payload["messages"][0]["content"] = f"{prompt}\n\nAnswer with one JSON object of this schema: {shape}"
+            payload["messages"][0]["content"] = (
+                f"{prompt}\n\nAnswer with one JSON object of this schema: {shape}"
+            )
         try:
             response = self._client.post("/chat/completions", json=payload)
             response.raise_for_status()

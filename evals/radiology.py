@@ -25,7 +25,7 @@ from hai_tools.manifest import (
 )
 from trainer.radiology import turn
 
-PREFIX = {"rop": "Plus disease: ", "fracture": "Fracture: "}
+PREFIX = {"rop": "Plus disease:", "fracture": "Fracture:"}  # the answer (" yes" / " no") follows the colon
 SUBGROUPS = ("sex", "age_band", "site")
 
 
@@ -38,16 +38,14 @@ def _load(model_dir: str) -> tuple[Any, Any]:
     ).eval()
 
 
-def _continuation_logprob(processor: Any, model: Any, prefix: str, option: str, image: Any) -> float:
-    import torch
+def yes_probability(processor: Any, model: Any, prompt: str, image: Any) -> float:
+    """P(yes) against no after `prompt` (which ends at the answer's colon), by token ids
+    (hai_tools.likelihood): the answer is scored as ` yes` / ` no`, the tokens training saw after the colon."""
+    from hai_tools.likelihood import candidate_ids, continuation_logprobs, normalised
 
-    full = processor(text=[prefix + option], images=[[image]], return_tensors="pt")
-    n_prefix = len(processor(text=[prefix], images=[[image]], return_tensors="pt")["input_ids"][0])
-    with torch.no_grad():
-        logits = model(**full).logits[0].float()
-    logp = torch.log_softmax(logits[:-1], -1)
-    ids = full["input_ids"][0]
-    return float(sum(logp[i - 1, ids[i]] for i in range(n_prefix, len(ids))))
+    inputs = dict(processor(text=[prompt], images=[[image]], return_tensors="pt"))
+    options = candidate_ids(processor.tokenizer, [" yes", " no"])
+    return float(normalised(continuation_logprobs(model, inputs, options))[0])
 
 
 def score_row(processor: Any, model: Any, row: dict[str, Any], max_new_tokens: int = 8) -> dict[str, Any]:
@@ -64,9 +62,7 @@ def score_row(processor: Any, model: Any, row: dict[str, Any], max_new_tokens: i
         out["answer"] = text.strip()[:80]
         out["prediction"] = float(match.group(1)) if match else None
     else:
-        prefix = turn(row["prompt"]) + PREFIX[row["task"]]
-        yes, no = (_continuation_logprob(processor, model, prefix, o, image) for o in ("yes", "no"))
-        out["p_yes"] = float(1 / (1 + np.exp(no - yes)))
+        out["p_yes"] = yes_probability(processor, model, turn(row["prompt"]) + PREFIX[row["task"]], image)
     return out
 
 

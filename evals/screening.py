@@ -40,21 +40,14 @@ def load_reasoner(model_id: str) -> tuple[Any, Any]:
 
 
 def label_probabilities(model: Any, tokenizer: Any, prompt: list[dict[str, str]]) -> np.ndarray:
-    import torch
+    """P(label) from the likelihood of `Label: <label>` after the chat prompt (hai_tools.likelihood)."""
+    from hai_tools.likelihood import candidate_ids, continuation_logprobs, normalised
 
     prefix = tokenizer.apply_chat_template(
         prompt, add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
-    scores = []
-    with torch.no_grad():
-        for label in LABELS:
-            answer = tokenizer(f"Label: {label}", add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([prefix + answer])
-            logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-            positions = torch.arange(len(prefix) - 1, len(prefix) - 1 + len(answer))
-            scores.append(float(logprobs[positions, torch.tensor(answer)].sum()))
-    values = np.exp(np.asarray(scores) - max(scores))
-    return values / values.sum()
+    answers = candidate_ids(tokenizer, [f"Label: {label}" for label in LABELS])
+    return normalised(continuation_logprobs(model, {"input_ids": prefix}, answers))
 
 
 def score_cases(model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

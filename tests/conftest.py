@@ -365,6 +365,9 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image_token_index=ids("<image_soft_token>"),
     )
     torch.manual_seed(0)
-    Gemma3ForConditionalGeneration(config).save_pretrained(folder)
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers initialises the projector's weight to zeros, so a random model would ignore its images
+    torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.2)
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
