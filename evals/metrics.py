@@ -171,6 +171,8 @@ def bootstrap_many(
     }
 
     def evaluate(idx: np.ndarray) -> np.ndarray:
+        if not len(idx):  # a jackknife sample of a single patient leaves nothing to score
+            return np.full(len(names), np.nan)
         return np.asarray(metric(*(a[idx] for a in arrays)), dtype=float)
 
     values = evaluate(np.arange(n))

@@ -18,11 +18,11 @@ import numpy as np
 
 from evals.metrics import CIMethod, MetricCI, Sampling, binary_metrics, mae
 from evals.report import EvalReport, model_source, write_eval_report
-from evals.screening import age_band
 from hai_tools.manifest import (
     ArtifactInput,
     library_versions,
 )
+from hai_tools.radiology import bone_age_band
 from trainer.radiology import turn
 
 PREFIX = {"rop": "Plus disease:", "fracture": "Fracture:"}  # the answer (" yes" / " no") follows the colon
@@ -119,7 +119,7 @@ def run_radiology_eval(
         scored = score_row(processor, model, source)
         scored |= {
             "sex": source["sex"],
-            "age_band": age_band(int(source["age_months"])),
+            "age_band": bone_age_band(int(source["age_months"])),
             "site": source["site"],
             "patient": source.get(record.patient_id_column) if record.patient_id_column else None,
         }

@@ -121,7 +121,7 @@ def run_eval(
         model=model_entry,
         dataset={"ref": record.ref, "hash": record.content_hash, "split": split, "n": len(rows)},
         protocol={
-            **protocol(tokenizer),
+            **protocol(tokenizer, records),
             "threshold": threshold,
             "n_resamples": n_resamples,
             "ci_method": ci,

@@ -10,9 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from hai_tools.demo_data import INSTRUCTION, LABELS
+from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
 
-DECODING = "label-likelihood scoring of 'Label: <label>' for each of refer/monitor/on-track (no sampling)"
+DECODING = (
+    "label-likelihood scoring of 'Label: <label>' for each of refer/monitor/on-track, per token where the "
+    "labels differ in length (no sampling): the screen tool's own decision procedure"
+)
 
 
 def age_band(months: int) -> str:
@@ -40,14 +43,10 @@ def load_reasoner(model_id: str) -> tuple[Any, Any]:
 
 
 def label_probabilities(model: Any, tokenizer: Any, prompt: list[dict[str, str]]) -> np.ndarray:
-    """P(label) from the likelihood of `Label: <label>` after the chat prompt (hai_tools.likelihood)."""
-    from hai_tools.likelihood import candidate_ids, continuation_logprobs, normalised
+    """P(label): the screening decision procedure the `screen` tool uses (hai_tools.likelihood)."""
+    from hai_tools.likelihood import choice_probabilities
 
-    prefix = tokenizer.apply_chat_template(
-        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"]
-    answers = candidate_ids(tokenizer, [f"Label: {label}" for label in LABELS])
-    return normalised(continuation_logprobs(model, {"input_ids": prefix}, answers))
+    return choice_probabilities(model, tokenizer, prompt, list(LABEL_CHOICES))
 
 
 def score_cases(model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,11 +68,18 @@ def score_cases(model: Any, tokenizer: Any, records: list[dict[str, Any]]) -> li
     return rows
 
 
-def protocol(tokenizer: Any) -> dict[str, str]:
-    """What must not change for scores to reproduce: prompt, chat template and decoding."""
+def protocol(tokenizer: Any, records: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """What must not change for scores to reproduce: the prompts actually sent (their hash, in order), the
+    instruction, the chat template and the decoding."""
+    import json
+
     template = tokenizer.chat_template or ""
+    sent = hashlib.sha256()
+    for record in records or []:
+        sent.update(json.dumps(record["prompt"], sort_keys=True, ensure_ascii=False).encode() + b"\n")
     return {
-        "prompt_sha256": hashlib.sha256(INSTRUCTION.encode()).hexdigest(),
+        "prompts_sha256": sent.hexdigest(),
+        "instruction_sha256": hashlib.sha256(INSTRUCTION.encode()).hexdigest(),
         "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(),
         "decoding": DECODING,
     }

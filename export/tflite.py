@@ -167,6 +167,19 @@ class LiteRTCausalLM:
             generated.append(token)
         return generated
 
+    def continuation_logprobs(self, prompt: list[int], candidates: list[list[int]]) -> np.ndarray:
+        """Summed log-probability of each candidate's token ids after `prompt` (the prompt's cache is filled
+        once and shared by the candidates)."""
+        start, scores = self._start(prompt), []
+        for ids in candidates:
+            kv, total = start, 0.0
+            for offset, token in enumerate([prompt[-1], *ids[:-1]]):
+                logits, kv = self.step(token, len(prompt) - 1 + offset, kv)
+                shifted = logits.astype(np.float64) - logits.max()
+                total += float(shifted[ids[offset]] - np.log(np.exp(shifted).sum()))
+            scores.append(total)
+        return np.asarray(scores)
+
     def forced_top1(self, prompt: list[int], continuation: list[int]) -> list[int]:
         """Argmax at each position while feeding `continuation` (teacher forcing along a reference path)."""
         kv, predictions = self._start(prompt), []

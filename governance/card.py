@@ -149,7 +149,7 @@ Subgroups audited: {", ".join(a.attribute for a in report.bias_audit)}.
 |---|---|---|
 {metric_rows}
 
-Decision threshold {report.protocol.get("threshold")}; protocol: prompt sha256 `{report.protocol.get("prompt_sha256", "")[:16]}`,
+Decision threshold {report.protocol.get("threshold")}; protocol: prompts sent sha256 `{report.protocol.get("prompts_sha256", "")[:16]}`,
 chat template sha256 `{report.protocol.get("chat_template_sha256", "")[:16]}`, {report.protocol.get("decoding")}.
 
 ## LLM-eval suites (deepeval, ragas; judge named per row)

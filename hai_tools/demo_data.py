@@ -20,6 +20,7 @@ from typing import Any
 from hai_tools.manifest import Manifest, atomic_folder, code_version, write_manifest
 
 LABELS = ("refer", "monitor", "on-track")
+LABEL_CHOICES = tuple(f"Label: {label}" for label in LABELS)  # what a screening decision chooses among
 SEXES = ("female", "male")
 LANGUAGES = ("en", "es", "zh", "ar")
 SITES = ("site-a", "site-b", "site-c", "site-d")

@@ -3,7 +3,8 @@ candidate continuation after a prompt whose ids are fixed. The prompt and each c
 and joined as ids, so a candidate's tokens are always the ones scored (joining text first lets a trailing
 space merge into the candidate's first token, which then belongs to neither side and scores nothing).
 
-Used by the screening evaluation (`Label: refer|monitor|on-track`) and the radiology evaluation (`yes|no`).
+Used by the screening decision (the `screen` tool on the local backend and the screening evaluation:
+`choice_probabilities`, so both decide the same way) and the radiology evaluation (`yes|no`).
 """
 
 from __future__ import annotations
@@ -52,3 +53,24 @@ def normalised(scores: np.ndarray) -> np.ndarray:
     """Candidate probabilities from their log-likelihoods (softmax over the candidates)."""
     values = np.exp(scores - scores.max())
     return values / values.sum()
+
+
+def choice_probabilities_from(scores: np.ndarray, lengths: list[int]) -> np.ndarray:
+    """Probabilities of candidates from their summed log-likelihoods, per token where lengths differ (so a
+    longer label is not penalised for its length)."""
+    scores = np.asarray(scores, dtype=float)
+    if len(set(lengths)) > 1:
+        scores = scores / np.asarray(lengths, dtype=float)
+    return normalised(scores)
+
+
+def choice_probabilities(
+    model: Any, tokenizer: Any, messages: list[dict[str, str]], choices: list[str]
+) -> np.ndarray:
+    """The decision among `choices` after a chat prompt: P(choice) from each choice's likelihood."""
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    ids = candidate_ids(tokenizer, choices)
+    scores = continuation_logprobs(model, {"input_ids": prompt["input_ids"]}, ids)
+    return choice_probabilities_from(scores, [len(i) for i in ids])

@@ -61,6 +61,13 @@ IDENTIFYING_TAGS = (
     "DeviceSerialNumber",
     "RequestingPhysician",
 )
+
+
+def bone_age_band(months: float) -> str:
+    """The subgroups a bone-age reader is audited by (years): 0-2, 2-6, 6-12, 12-18."""
+    return "0-2y" if months < 24 else "2-6y" if months < 72 else "6-12y" if months < 144 else "12-18y"
+
+
 PROMPTS = {
     "bone_age": "Estimate the bone age in months from this pediatric hand radiograph. Answer: Bone age: <months>",
     "rop": "Does this retinal image show plus disease (retinopathy of prematurity)? Answer: Plus disease: yes|no",

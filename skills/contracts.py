@@ -89,11 +89,14 @@ class ScreeningRequest(_Request):
 
 class ScreeningResult(_ReviewedResult):
     case_id: str
-    label: ScreeningLabel | None
+    label: ScreeningLabel | None = Field(description="always one of the labels unless the request abstained")
+    probabilities: dict[str, float] | None = Field(
+        None,
+        description="P(label) by the decision procedure (one-hot where the backend gives only the choice)",
+    )
     rationale: str | None
     abstained: bool = False
     abstain_reason: str | None = None
-    raw_answer: str | None = None
 
 
 class CallerRef(BaseModel):

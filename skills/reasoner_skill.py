@@ -1,6 +1,7 @@
 """ReasonerSkill: a clinical question (with optional context) -> answer and rationale, and the original
 project's screening call. The safety policy runs before any model (abstention) and on every result (review
-flag, disclaimer)."""
+flag, disclaimer). Screening is a constrained choice among the labels (the backend's `choose`: the procedure
+the screening evaluation measures) plus a generated one-sentence rationale, so every answer carries a label."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from typing import Any
 
 from hai_tools.audit import AuditedCall, AuditLog
-from hai_tools.demo_data import INSTRUCTION
+from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
 from hai_tools.errors import HaiError
 from hai_tools.safety import SafetyPolicy
 from skills.contracts import ReasonRequest, ReasonResult, ScreeningRequest, ScreeningResult
@@ -28,13 +29,12 @@ def parse_answer(text: str) -> tuple[str, str | None]:
     return answer, fields.get("rationale")
 
 
-def parse_screening(text: str) -> tuple[str | None, str | None]:
-    """`Label: <refer|monitor|on-track>` and the rationale after it; (None, None) when no label is given."""
-    label = _LABEL.search(text)
-    if not label:
-        return None, None
-    rationale = re.search(r"rationale\s*:\s*(.+)", text[label.end() :], re.IGNORECASE)
-    return label.group(1).lower(), (rationale.group(1).strip() if rationale else None)
+def first_sentence(text: str) -> str | None:
+    """The rationale as a clinician reads it: the first sentence of the generated text, or None."""
+    text = re.sub(r"^(rationale|reason)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
+    match = re.search(r"^(.+?[.!?])(\s|$)", text, re.DOTALL)
+    sentence = (match.group(1) if match else text.splitlines()[0] if text else "").strip()
+    return sentence[:400] or None
 
 
 class UnknownAdapter(HaiError):
@@ -109,17 +109,24 @@ class ReasonerSkill:
                 disclaimer=self.policy.disclaimer,
             )
         prompt = f"{INSTRUCTION}\n\nAge: {request.age_months} months\nObservations: {request.observations}"
-        text, backend = await self._generate(call, [{"role": "user", "content": prompt}], 64, None)
-        label, rationale = parse_screening(text)
-        identity = backend.identity("generate")
-        audit_id = call.done("ok" if label else "unparsed", identity.model_dump(), backend.name)
+        messages = [{"role": "user", "content": prompt}]
+        choices = list(LABEL_CHOICES)
+        try:
+            probabilities, backend = await self.router.call("choose", lambda b: b.choose(messages, choices))
+        except Exception as exc:
+            call.done("error", detail=type(exc).__name__)
+            raise
+        label = LABELS[max(range(len(choices)), key=lambda i: probabilities[choices[i]])]
+        follow_up = f"{prompt}\n\nScreening decision: {label}. In one sentence, the reason for the clinician:"
+        text, _ = await self._generate(call, [{"role": "user", "content": follow_up}], 48, None)
+        identity = backend.identity("choose")
         return ScreeningResult(
             case_id=request.case_id,
-            label=label,
-            rationale=rationale,  # type: ignore[arg-type]
-            raw_answer=None if label else text[:2000],
+            label=label,  # type: ignore[arg-type]
+            probabilities={lab: round(probabilities[c], 6) for lab, c in zip(LABELS, choices, strict=True)},
+            rationale=first_sentence(text),
             model=identity,
             backend=backend.name,
-            audit_id=audit_id,
+            audit_id=call.done("ok", identity.model_dump(), backend.name),
             disclaimer=self.policy.disclaimer,
         )

@@ -19,6 +19,7 @@ from skills.contracts import (
     ReasonRequest,
     ReviewedResult,
     ReviewHandle,
+    ScreeningRequest,
 )
 from skills.embed_skill import EmbedSkill
 from skills.reasoner_skill import ReasonerSkill
@@ -39,6 +40,10 @@ class ServerSkills:
     async def reason(self, question: str, context: list[str], max_new_tokens: int) -> dict[str, Any]:
         request = ReasonRequest(question=question, context=context, max_new_tokens=max_new_tokens)
         return (await self._reasoner.reason(request)).model_dump()
+
+    async def screen(self, case_id: str, age_months: int, observations: str) -> dict[str, Any]:
+        request = ScreeningRequest(case_id=case_id, age_months=age_months, observations=observations)
+        return (await self._reasoner.screen(request)).model_dump()
 
     async def aclose(self) -> None:
         return None

@@ -121,6 +121,10 @@ def test_cases_pause_at_review_and_are_listed(setup: dict[str, Any]) -> None:
     assert payload["proposal"]["model"]["adapter"] == "tiny-lora" and payload["proposal"]["audit_id"]
     assert payload["proposal"]["backend"] == "local" and len(payload["evidence"]) == 2
     assert payload["proposal_hash"].startswith("sha256:")
+    # a screening case's proposal is the screening decision: a valid label, then at most one sentence
+    label = payload["proposal"]["label"]
+    assert label in ("refer", "monitor", "on-track")
+    assert payload["proposal"]["answer_text"].startswith(f"Screening decision: {label}.")
     # nothing is released before review, and there is no record
     with pytest.raises(ReviewRefused, match="has not been reviewed"):
         _service(setup).released_text(setup["threads"]["approve"])

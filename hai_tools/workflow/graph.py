@@ -37,7 +37,6 @@ from hai_tools.workflow.review import (
 from hai_tools.workflow.skills_client import Skills
 
 log = logging.getLogger("hai_tools.workflow")
-DEFAULT_QUESTION = "Which developmental red flags apply, and should the child be referred, monitored, or is development on track?"
 
 
 class CaseInvalid(HaiError):
@@ -213,17 +212,31 @@ def build_graph(
         }
 
     async def reason(state: WorkflowState) -> dict[str, Any]:
+        """A screening case (no question) gets the screening decision: a label chosen by the `screen` tool's
+        constrained procedure and its one-sentence rationale; a case with a question gets `reason`'s answer
+        to it, grounded in the retrieved evidence."""
         case = state["case"]
-        question = (
-            f"Child aged {case['age_months']} months. Observations: {case['observations']}\n"
-            f"Question: {case.get('question') or DEFAULT_QUESTION}"
-        )
-        result = await skills.reason(question, [e["text"] for e in state["evidence"]], max_new_tokens)
-        answer = result.get("answer")
-        text = "\n".join(t for t in (answer, result.get("rationale")) if t) or None
+        label = None
+        if case.get("question"):
+            question = (
+                f"Child aged {case['age_months']} months. Observations: {case['observations']}\n"
+                f"Question: {case['question']}"
+            )
+            result = await skills.reason(question, [e["text"] for e in state["evidence"]], max_new_tokens)
+            text = "\n".join(t for t in (result.get("answer"), result.get("rationale")) if t) or None
+        else:
+            result = await skills.screen(case["case_id"], case["age_months"], case["observations"])
+            label = result.get("label")
+            text = (
+                f"Screening decision: {label}."
+                + (f" {result['rationale']}" if result.get("rationale") else "")
+                if label
+                else None
+            )
         return {
             "proposal": {
                 "answer_text": text,
+                "label": label,
                 "abstained": bool(result.get("abstained")),
                 "abstain_reason": result.get("abstain_reason"),
                 "requires_clinician_review": result.get("requires_clinician_review"),

@@ -29,6 +29,8 @@ class Skills(Protocol):
 
     async def reason(self, question: str, context: list[str], max_new_tokens: int) -> dict[str, Any]: ...
 
+    async def screen(self, case_id: str, age_months: int, observations: str) -> dict[str, Any]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -113,6 +115,11 @@ class McpSkills:
     async def reason(self, question: str, context: list[str], max_new_tokens: int) -> dict[str, Any]:
         return await self._call(
             "reason", {"question": question, "context": context, "max_new_tokens": max_new_tokens}
+        )
+
+    async def screen(self, case_id: str, age_months: int, observations: str) -> dict[str, Any]:
+        return await self._call(
+            "screen", {"case_id": case_id, "age_months": age_months, "observations": observations}
         )
 
     async def aclose(self) -> None:

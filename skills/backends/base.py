@@ -1,4 +1,6 @@
-"""The protocol every backend implements: generate / embed / health."""
+"""The protocol every backend implements: generate / choose / embed / health. `choose` is the constrained
+decision among fixed answers (the screening label): likelihood scoring locally and on-device, structured-output
+choice on vLLM; a backend that cannot constrain its answer does not offer it."""
 
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class Backend(Protocol):
         self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None
     ) -> str:
         """Greedy completion of a chat."""
+        ...
+
+    async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        """P(choice) for each of `choices` as the answer to the chat (one-hot where only the choice is known)."""
         ...
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -95,10 +95,10 @@ class LocalBackend:
         self._batcher = EmbedBatcher(self._encode)
 
     def supports(self, capability: str) -> bool:
-        return capability in self._ids
+        return (capability if capability != "choose" else "generate") in self._ids
 
     def identity(self, capability: str) -> ModelIdentity:
-        return self._ids[capability]
+        return self._ids[capability if capability != "choose" else "generate"]
 
     def serves_adapter(self, adapter: str) -> bool:
         return "generate" in self._ids and self._ids["generate"].adapter == adapter
@@ -156,6 +156,14 @@ class LocalBackend:
                 self._tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
             )
 
+    def _choose_sync(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        from hai_tools.likelihood import choice_probabilities
+
+        self._load_lm()
+        with self._lock:
+            probabilities = choice_probabilities(self._lm, self._tokenizer, messages, choices)
+        return dict(zip(choices, map(float, probabilities), strict=True))
+
     def _encode(self, texts: list[str]) -> list[list[float]]:
         self._load_embedder()
         with self._lock:
@@ -170,6 +178,11 @@ class LocalBackend:
         if adapter and adapter != self._ids["generate"].adapter:
             raise BackendUnavailable(f"local backend does not serve adapter '{adapter}'")
         return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens)
+
+    async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        if not self.supports("choose"):
+            raise BackendUnavailable("local backend has no reasoner model configured")
+        return await asyncio.to_thread(self._choose_sync, messages, choices)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not self.supports("embed"):

@@ -40,10 +40,10 @@ class TFLiteBackend:
         return preferred if preferred.exists() else folder / "fp32.tflite"
 
     def supports(self, capability: str) -> bool:
-        return capability in self._ids
+        return (capability if capability != "choose" else "generate") in self._ids
 
     def identity(self, capability: str) -> ModelIdentity:
-        return self._ids[capability]
+        return self._ids[capability if capability != "choose" else "generate"]
 
     def serves_adapter(self, adapter: str) -> bool:
         return False
@@ -86,6 +86,28 @@ class TFLiteBackend:
         eos = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")}
         cut = next((i for i, t in enumerate(tokens) if t in eos), len(tokens))
         return str(tokenizer.decode(tokens[:cut], skip_special_tokens=True))
+
+    def _choose_sync(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        from hai_tools.likelihood import candidate_ids, choice_probabilities_from
+
+        lm, tokenizer = self._model("generate")
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        ids = candidate_ids(tokenizer, choices)
+        if len(prompt) + max(map(len, ids)) > lm.cache_len:
+            raise BackendUnavailable(
+                f"prompt of {len(prompt)} tokens exceeds the on-device cache ({lm.cache_len})"
+            )
+        with self._lock:
+            scores = lm.continuation_logprobs(prompt, ids)
+        probabilities = choice_probabilities_from(scores, [len(i) for i in ids])
+        return dict(zip(choices, map(float, probabilities), strict=True))
+
+    async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        if not self.supports("choose"):
+            raise BackendUnavailable("tflite backend has no on-device reasoner")
+        return await asyncio.to_thread(self._choose_sync, messages, choices)
 
     async def generate(
         self, messages: list[dict[str, str]], max_new_tokens: int, adapter: str | None = None

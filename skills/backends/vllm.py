@@ -39,7 +39,7 @@ class VLLMBackend:
         self._served: set[str] = set()
 
     def supports(self, capability: str) -> bool:
-        return (capability == "generate" and bool(self.served_model)) or (
+        return (capability in ("generate", "choose") and bool(self.served_model)) or (
             capability == "embed" and bool(self.embed_model)
         )
 
@@ -89,6 +89,29 @@ class VLLMBackend:
             return str(data["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError):
             raise BackendUnavailable("vLLM answer has no message content") from None
+
+    async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
+        """vLLM's structured-output choice. Current vLLM ignores the older `guided_choice` and answers free
+        text with HTTP 200, so the answer is checked: anything but one of `choices` is a backend failure."""
+        if not self.served_model:
+            raise BackendUnavailable("vLLM backend has no served model for generation")
+        payload = {
+            "model": self.served_model,
+            "messages": messages,
+            "max_tokens": 16,
+            "temperature": 0.0,
+            "structured_outputs": {"choice": choices},
+        }
+        data = await self._post("/v1/chat/completions", payload)
+        try:
+            answer = str(data["choices"][0]["message"]["content"]).strip()
+        except (KeyError, IndexError, TypeError):
+            raise BackendUnavailable("vLLM answer has no message content") from None
+        if answer not in choices:
+            raise BackendUnavailable(
+                "vLLM did not honour the structured-output choice (answer is not a choice)"
+            )
+        return {c: float(c == answer) for c in choices}
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not self.embed_model:

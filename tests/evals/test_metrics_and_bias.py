@@ -54,3 +54,11 @@ def test_audit_finds_a_planted_gap_and_reports_small_groups_apart() -> None:
     assert audit.equalized_odds_difference is not None and audit.equalized_odds_difference > 0.3
     by_group = {g.group: g for g in audit.groups}
     assert by_group["a"].metrics["auc"].value == 1.0 and by_group["tiny"].metrics == {}
+
+
+def test_a_single_patient_gets_a_value_and_no_bca_from_an_empty_jackknife() -> None:
+    """BCa's jackknife leaves one patient out; with one patient that leaves nothing, which must not crash."""
+    y, score = np.array([0, 1, 1]), np.array([0.2, 0.8, 0.7])
+    result = binary_metrics(y, score, sampling=Sampling(n_resamples=20, clusters=np.array(["p"] * 3)))
+    assert result["f1"].value == 1.0 and result["f1"].n_patients == 1
+    assert result["f1"].method is not None and result["f1"].method.startswith("percentile (BCa:")

@@ -47,7 +47,9 @@ def _train(tiny_vlm: Path, dataset: str, out: Path, method: str) -> Path:
     return out
 
 
-def test_prep_train_merge_eval_gate(tiny_vlm: Path, pedirad: str, tmp_path: Path) -> None:
+def test_prep_train_merge_eval_gate(
+    tiny_vlm: Path, pedirad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import load_file
 
     adapter = _train(tiny_vlm, pedirad, tmp_path / "adapter", "lora")
@@ -72,6 +74,14 @@ def test_prep_train_merge_eval_gate(tiny_vlm: Path, pedirad: str, tmp_path: Path
     metrics = data["metrics"]
     assert {"bone_age_mae", "bone_age_unparsed_rate", "rop_auc", "fracture_f1"} <= set(metrics)
     assert any(k.startswith("fracture_f1[sex=") for k in metrics)
+    bands = {k.split("age_band=")[1].rstrip("]") for k in metrics if "[age_band=" in k}
+    assert bands and bands <= {"0-2y", "2-6y", "6-12y", "12-18y"}  # bone-age bands, not screening months
+    band_key = next(k for k in metrics if k.startswith("fracture_f1[age_band="))
+    policy = tmp_path / "band_policy.yaml"  # a radiology policy can gate a subgroup's metric by name
+    policy.write_text(f'split: train\nmin_group_size: 2\nmetrics:\n  "{band_key}": {{min: 1.01}}\n')
+    capsys.readouterr()
+    assert evals_main(["gate", str(report), "--policy", str(policy)]) == 1
+    assert f"FAIL  {band_key} >= 1.01" in capsys.readouterr().out
     assert metrics["rop_auc"]["value"] is None or 0 <= metrics["rop_auc"]["value"] <= 1
     assert verify_artifact(report, kind="eval_report").inputs[0].kind == "merged_model"
     # the seed's targets: a random tiny model must fail, each failing check listed

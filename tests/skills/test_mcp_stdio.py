@@ -100,7 +100,8 @@ def test_every_tool_and_resource_end_to_end(
     assert progress and progress[-1] == 2
     screen = out["screen"].structured_content
     assert screen["case_id"] == "case-1" and screen["requires_clinician_review"] is True
-    assert screen["label"] in ("refer", "monitor", "on-track") or screen["raw_answer"] is not None
+    assert screen["label"] in ("refer", "monitor", "on-track") and "raw_answer" not in screen
+    assert abs(sum(screen["probabilities"].values()) - 1) < 1e-4
     abstain = out["abstain"].structured_content
     assert abstain["abstained"] is True and abstain["answer"] is None and abstain["backend"] is None
     assert json.loads(out["manifest"].contents[0].text)["kind"] == "merged_model"

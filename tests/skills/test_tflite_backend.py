@@ -44,6 +44,10 @@ def test_tflite_backend_embeds_and_reasons(
                         "max_new_tokens": 8,
                     },
                 ),
+                "screen": await client.call_tool(
+                    "screen",
+                    {"case_id": "t1", "age_months": 9, "observations": "Does not sit without support."},
+                ),
             }
 
     out = asyncio.run(body())
@@ -54,3 +58,6 @@ def test_tflite_backend_embeds_and_reasons(
     reason = out["reason"].structured_content
     assert not out["reason"].is_error and reason["backend"] == "tflite"
     assert reason["requires_clinician_review"] is True and reason["model"]["release"].startswith("tflite-")
+    screen = out["screen"].structured_content  # the on-device decision: likelihood scoring on LiteRT
+    assert screen["backend"] == "tflite" and screen["label"] in ("refer", "monitor", "on-track")
+    assert abs(sum(screen["probabilities"].values()) - 1) < 1e-4

@@ -64,6 +64,13 @@ def test_killing_the_openai_server_fails_over_without_a_failed_call(
     async def scenario() -> tuple[list[str], list[bool]]:
         backends, errors = [], []
         async with Client(params, read_timeout_seconds=300) as client:
+            # this OpenAI-compatible server ignores `structured_outputs`, so its free-text answer is not one of
+            # the labels: the vLLM backend refuses it and the screening decision fails over to local
+            screen = await client.call_tool(
+                "screen", {"case_id": "v1", "age_months": 24, "observations": "No two-word phrases."}
+            )
+            assert screen.structured_content["backend"] == "local"
+            assert screen.structured_content["label"] in ("refer", "monitor", "on-track")
             for step in range(4):
                 if step == 2:
                     server.kill()
