@@ -33,6 +33,9 @@ def _main(argv: list[str]) -> int:
     release.add_argument("--key", type=Path, required=True, help="ed25519 private key (PEM)")
     release.add_argument("--output_dir", type=Path, required=True)
     release.add_argument("--release_id")
+    release.add_argument(
+        "--task", default="screening", help="task card: screening, radiology, or a YAML file"
+    )
     card = sub.add_parser(
         "card", help="render the model card of a merged model from its manifests and report"
     )
@@ -41,6 +44,7 @@ def _main(argv: list[str]) -> int:
     card.add_argument("--policy", type=Path, required=True, help="gate policy whose result the card states")
     card.add_argument("--output", type=Path, help="write here (atomically) instead of printing")
     card.add_argument("--name", help="release name on the card; default: the merged model's name")
+    card.add_argument("--task", default="screening", help="task card: screening, radiology, or a YAML file")
     lineage = sub.add_parser(
         "lineage", help="the chain dataset -> base -> adapter -> merged -> ... as Mermaid"
     )
@@ -59,7 +63,7 @@ def _main(argv: list[str]) -> int:
         print(f"private key: {private} (keep secret)\npublic key:  {public}")
     elif args.action == "release":
         out = create_release(
-            args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id
+            args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id, args.task
         )
         print(f"release: {out}")
     elif args.action == "card":
@@ -77,8 +81,15 @@ def _main(argv: list[str]) -> int:
             )
         report = EvalReport.model_validate_json((args.report / "report.json").read_text())
         gate = apply_gate(report, load_policy(args.policy))
+        from governance.task import load_task
+
         text = render_model_card(
-            args.name or merged.name, args.merged, report, gate, verify_chain(args.merged)
+            args.name or merged.name,
+            args.merged,
+            report,
+            gate,
+            verify_chain(args.merged),
+            load_task(args.task)[0],
         )
         if args.output:
             atomic_write_text(args.output, text)

@@ -10,6 +10,7 @@ import yaml
 
 from evals.gate import GateResult
 from evals.report import EvalReport
+from governance.task import TaskCard, load_task
 from hai_tools.manifest import load_manifest
 from hai_tools.registry import open_registry
 from hai_tools.registry.base import parse_ref
@@ -27,9 +28,25 @@ def _fmt(metric: Any) -> str:
     return f"{metric.value:.3f}{ci}"
 
 
+def license_fields(license: str, task: TaskCard) -> dict[str, str]:
+    """The card header's license: an id the Hub knows, or `other` with the task's license name and link."""
+    if license != "other":
+        return {"license": license}
+    return {"license": "other", "license_name": task.license_name} | (
+        {"license_link": task.license_link} if task.license_link else {}
+    )
+
+
 def render_model_card(
-    name: str, merged_dir: Path, report: EvalReport, gate: GateResult, lineage: list[Any]
+    name: str,
+    merged_dir: Path,
+    report: EvalReport,
+    gate: GateResult,
+    lineage: list[Any],
+    task: TaskCard | None = None,
 ) -> str:
+    """The card; what the model is for (task, users, population, scope, risks) comes from `task`."""
+    task = task or load_task("screening")[0]
     merged = load_manifest(merged_dir)
     adapter_input = merged.input("adapter")
     adapter = load_manifest(Path(adapter_input.uri)) if adapter_input.uri else None
@@ -37,9 +54,9 @@ def render_model_card(
     dataset = open_registry().get_dataset(*parse_ref(dataset_ref), missing_ok=True)
     config = adapter.config if adapter else {}
     dp = (adapter.extra.get("differential_privacy") if adapter else None) or None
-    header = {
+    header: dict[str, Any] = {
         "base_model": merged.input("base_model").name,
-        "license": config.get("license", "other"),
+        **license_fields(config.get("license", "other"), task),
         "datasets": [dataset_ref],
         "tags": ["hai-tools", "medical", "clinical-decision-support", "clinician-review-required"],
         "model-index": [
@@ -47,10 +64,7 @@ def render_model_card(
                 "name": name,
                 "results": [
                     {
-                        "task": {
-                            "type": "text-classification",
-                            "name": "developmental screening (refer vs rest)",
-                        },
+                        "task": {"type": task.hf_task_type, "name": task.title},
                         "dataset": {
                             "name": report.dataset["ref"],
                             "type": report.dataset["ref"].split("@")[0],
@@ -107,7 +121,10 @@ def render_model_card(
         if llm_rows
         else "No LLM-eval suite was run for this release."
     )
-    gate_rows = "\n".join(f"- {'PASS' if c.passed else 'FAIL'} {c.name} ({c.detail})" for c in gate.checks)
+    gate_rows = "\n".join(
+        f"- {('PASS' if c.passed else 'FAIL') if c.counted else 'INFO'} {c.name} ({c.detail})"
+        for c in gate.checks
+    )
     lineage_rows = "\n".join(
         f"{'  ' * link.depth}- {link.kind} `{link.name}` {link.hash[:19]}" for link in lineage
     )
@@ -130,16 +147,12 @@ reject; no output may reach a patient unreviewed.**
 - Developed with hai-tools; provenance in `manifest.json`, lineage below, signature in `release.sig`.
 
 ## Intended use and workflow (CHAI)
-- Task: developmental-screening decision support: a proposed label (refer / monitor / on-track) and rationale
-  for a clinician, from the child's age and the observations recorded at a screening visit.
-- Users: clinicians (pediatricians, nurses, developmental specialists) within a workflow where every answer
-  passes a clinician-review step (`requires_clinician_review: true` on every output).
-- Target population: children aged 0–5 years at well-child or screening visits, as represented in the
-  training data below.
+- Task: {task.task}
+- Users: {task.users}
+- Target population: {task.population}
 
 ## Out-of-scope settings
-Direct use by patients or caregivers; treatment or dosing advice; emergencies; populations, languages or sites
-not represented in the training data; autonomous triage without clinician review.
+{"; ".join(task.out_of_scope).capitalize()}.
 
 ## Factors
 Subgroups audited: {", ".join(a.attribute for a in report.bias_audit)}.
@@ -173,10 +186,7 @@ Gaps between reportable subgroups:
 {privacy_text(dp)}
 
 ## Known risks, ethical considerations, caveats
-- Automation bias: clinicians may over-trust a confident proposal; the review step must stay a real decision.
-- Subgroup performance can differ (see above); subgroups below the minimum size are not characterised.
-- The demo base model (Gemma 3 270M) is a CPU stand-in for MedGemma and the demo data is synthetic: demo
-  releases carry no clinical validity.
+{chr(10).join(f"- {risk}" for risk in task.risks)}
 
 ## Release gate
 {gate_rows}

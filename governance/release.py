@@ -24,6 +24,7 @@ from evals.gate import apply_gate, load_policy
 from evals.report import EvalReport
 from export.chain import verify_chain
 from governance.card import render_model_card
+from governance.task import load_task
 from hai_tools.errors import HaiError, ManifestError
 from hai_tools.manifest import (
     MANIFEST_NAME,
@@ -80,7 +81,9 @@ def create_release(
     key_path: Path,
     output_dir: Path,
     release_id: str | None = None,
+    task_spec: str | Path = "screening",
 ) -> Path:
+    task, task_text = load_task(task_spec)
     merged = verify_artifact(merged_dir, kind="merged_model")
     report_manifest = verify_artifact(report_dir, kind="eval_report")
     if report_manifest.inputs[0].hash != merged.content_hash:
@@ -88,7 +91,7 @@ def create_release(
     report = EvalReport.model_validate_json((report_dir / "report.json").read_text())
     gate = apply_gate(report, load_policy(policy_path))
     if not gate.passed:
-        failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if not c.passed)
+        failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
     lineage = verify_chain(merged_dir)
     key = _load_private(key_path)
@@ -100,8 +103,9 @@ def create_release(
         (tmp / "lineage.json").write_text(
             json.dumps([link.model_dump() for link in lineage], indent=2) + "\n"
         )
-        (tmp / "README.md").write_text(render_model_card(name, merged_dir, report, gate, lineage))
+        (tmp / "README.md").write_text(render_model_card(name, merged_dir, report, gate, lineage, task))
         (tmp / "policy.yaml").write_text(policy_path.read_text())
+        (tmp / "task.yaml").write_text(task_text)
         manifest = write_manifest(
             tmp,
             Manifest(

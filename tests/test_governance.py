@@ -159,3 +159,37 @@ def test_card_command_renders_the_card_of_a_merged_model(
     (other / "config.json").write_text((other / "config.json").read_text() + " ")
     assert main([*args, "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 0
     assert main(["card", str(other), "--report", str(signed["report"]), "--policy", "x.yaml"]) == 2
+
+
+def test_card_text_comes_from_the_task_config(
+    merged_tiny: Path, signed: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A radiology card says radiology, not screening; `license: other` names the task's license; a task that
+    is neither built in nor a file is refused with one line."""
+    base = [
+        "card",
+        str(merged_tiny),
+        "--report",
+        str(signed["report"]),
+        "--policy",
+        str(ROOT / "configs/gate_strict.yaml"),
+    ]
+    assert main([*base, "--task", "radiology", "--output", str(tmp_path / "rad.md")]) == 0
+    card = (tmp_path / "rad.md").read_text()
+    assert "Radiology reading support" in card and "images with burned-in annotations" in card.lower()
+    assert "developmental-screening" not in card and "type: image-text-to-text" in card
+    assert "\nlicense: gemma\ndatasets:" in card  # the adapter's license, an id the Hub knows
+    from governance.card import license_fields
+    from governance.task import load_task
+
+    assert license_fields("other", load_task("radiology")[0]) == {
+        "license": "other",
+        "license_name": "gemma",
+        "license_link": "https://ai.google.dev/gemma/terms",
+    }
+    capsys.readouterr()
+    assert main([*base, "--task", "dermatology"]) == 2
+    assert (
+        "task dermatology is neither a built-in task (radiology, screening) nor a YAML file"
+        in capsys.readouterr().err
+    )
