@@ -36,6 +36,13 @@ def _main(argv: list[str]) -> int:
     release.add_argument(
         "--task", default="screening", help="task card: screening, radiology, or a YAML file"
     )
+    release.add_argument(
+        "--export",
+        type=Path,
+        action="append",
+        default=[],
+        help="an edge/runtime export to release with it (repeatable)",
+    )
     card = sub.add_parser(
         "card", help="render the model card of a merged model from its manifests and report"
     )
@@ -63,7 +70,14 @@ def _main(argv: list[str]) -> int:
         print(f"private key: {private} (keep secret)\npublic key:  {public}")
     elif args.action == "release":
         out = create_release(
-            args.merged, args.report, args.policy, args.key, args.output_dir, args.release_id, args.task
+            args.merged,
+            args.report,
+            args.policy,
+            args.key,
+            args.output_dir,
+            args.release_id,
+            args.task,
+            args.export,
         )
         print(f"release: {out}")
     elif args.action == "card":

@@ -44,6 +44,7 @@ def render_model_card(
     gate: GateResult,
     lineage: list[Any],
     task: TaskCard | None = None,
+    exports: list[dict[str, Any]] | None = None,
 ) -> str:
     """The card; what the model is for (task, users, population, scope, risks) comes from `task`."""
     task = task or load_task("screening")[0]
@@ -128,6 +129,17 @@ def render_model_card(
     lineage_rows = "\n".join(
         f"{'  ' * link.depth}- {link.kind} `{link.name}` {link.hash[:19]}" for link in lineage
     )
+    export_rows = (
+        "\n".join(
+            f"- {e['kind']} `{e['name']}` {e['hash'][:19]}: "
+            + "; ".join(
+                f"{variant or 'parity'} " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+                for variant, figures in e["parity"].items()
+            )
+            for e in exports or []
+        )
+        or "No edge or runtime export is part of this release."
+    )
     splits = ", ".join(f"{k}: {v}" for k, v in dataset.splits.items()) if dataset else "unknown"
     deid = (dataset.deid_attestation or f"WAIVED: {dataset.deid_waiver}") if dataset else "unknown"
     return f"""---
@@ -190,6 +202,9 @@ Gaps between reportable subgroups:
 
 ## Release gate
 {gate_rows}
+
+## Exports (verified with the release, parity against the released model)
+{export_rows}
 
 ## Lineage
 {lineage_rows}

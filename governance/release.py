@@ -74,6 +74,43 @@ def _load_public(path: Path) -> Ed25519PublicKey:
     return key
 
 
+PARITY_KEYS = ("greedy_exact", "top1_agreement", "min_cosine", "mean_cosine", "size_ratio_to_fp32")
+
+
+def export_entries(
+    exports: list[Path], merged: Any
+) -> tuple[list[ArtifactInput], list[Any], list[dict[str, Any]]]:
+    """Verify each export (its whole chain) and check that a causal-LM export was made from the released merged
+    model; returns the release inputs, the chain links and the parity figures the card shows."""
+    inputs, links, rows = [], [], []
+    for folder in exports:
+        manifest = verify_artifact(folder)
+        if not manifest.kind.startswith(("tflite_", "onnx_")):
+            raise ReleaseRefused(f"{folder} is not an export (its manifest is a {manifest.kind})")
+        chain = verify_chain(folder)
+        if manifest.kind.endswith("causal_lm") and merged.content_hash not in {link.hash for link in chain}:
+            raise ReleaseRefused(f"export {folder} was not made from the released merged model")
+        inputs.append(
+            ArtifactInput(
+                kind=manifest.kind,
+                name=manifest.name,
+                hash=manifest.content_hash,
+                uri=str(Path(folder).resolve()),
+            )
+        )
+        links.extend(chain)
+        variants = manifest.metrics.get("variants") or {"": manifest.metrics}
+        parity = {
+            variant: {k: v for k, v in figures.items() if k in PARITY_KEYS or k.startswith("parity_")}
+            for variant, figures in variants.items()
+            if isinstance(figures, dict)
+        }
+        rows.append(
+            {"kind": manifest.kind, "name": manifest.name, "hash": manifest.content_hash, "parity": parity}
+        )
+    return inputs, links, rows
+
+
 def create_release(
     merged_dir: Path,
     report_dir: Path,
@@ -82,6 +119,7 @@ def create_release(
     output_dir: Path,
     release_id: str | None = None,
     task_spec: str | Path = "screening",
+    exports: list[Path] | None = None,
 ) -> Path:
     task, task_text = load_task(task_spec)
     merged = verify_artifact(merged_dir, kind="merged_model")
@@ -94,6 +132,8 @@ def create_release(
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
     lineage = verify_chain(merged_dir)
+    export_inputs, export_links, export_rows = export_entries(exports or [], merged)
+    lineage += export_links
     key = _load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
     with atomic_folder(output_dir) as tmp:
@@ -103,7 +143,9 @@ def create_release(
         (tmp / "lineage.json").write_text(
             json.dumps([link.model_dump() for link in lineage], indent=2) + "\n"
         )
-        (tmp / "README.md").write_text(render_model_card(name, merged_dir, report, gate, lineage, task))
+        (tmp / "README.md").write_text(
+            render_model_card(name, merged_dir, report, gate, lineage, task, export_rows)
+        )
         (tmp / "policy.yaml").write_text(policy_path.read_text())
         (tmp / "task.yaml").write_text(task_text)
         manifest = write_manifest(
@@ -124,6 +166,7 @@ def create_release(
                         hash=report_manifest.content_hash,
                         uri=str(Path(report_dir).resolve()),
                     ),
+                    *export_inputs,
                 ],
                 config={"policy": str(policy_path)},
                 code_version=code_version(),

@@ -3,6 +3,7 @@ MCP server refusing a release whose signature or hashes do not verify."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -193,3 +194,28 @@ def test_card_text_comes_from_the_task_config(
         "task dermatology is neither a built-in task (radiology, screening) nor a YAML file"
         in capsys.readouterr().err
     )
+
+
+def test_a_release_carries_its_exports_with_their_parity(
+    merged_tiny: Path,
+    signed: dict[str, Path],
+    tiny_lm_tflite: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--export`: the TFLite export of the released model is verified down its chain, signed into the release
+    (its lineage and the card's parity figures); something that is not an export is refused."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_group_size: 3\nundefined_subgroups_fail: false\n")
+    args = ["release", str(merged_tiny), "--report", str(signed["report"]), "--policy", str(policy)]
+    args += ["--key", str(signed["base"] / "keys" / "release.key")]
+    assert main([*args, "--output_dir", str(tmp_path / "r"), "--export", str(tiny_lm_tflite)]) == 0
+    card = (tmp_path / "r" / "README.md").read_text()
+    assert "- tflite_causal_lm `" in card and "fp32 greedy_exact 1" in card and "top1_agreement" in card
+    assert main(["verify", str(tmp_path / "r"), "--public_key", str(signed["pub"])]) == 0
+    kinds = {link["kind"] for link in json.loads((tmp_path / "r" / "lineage.json").read_text())}
+    assert "tflite_causal_lm" in kinds
+    capsys.readouterr()
+    assert main([*args, "--output_dir", str(tmp_path / "x"), "--export", str(merged_tiny)]) == 2
+    assert "is not an export (its manifest is a merged_model)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -104,6 +104,7 @@ def test_valid_token_calls_every_tool(server_url: str) -> None:
     assert all(not r.is_error for r in results.values())
     assert results["embed"].structured_content["backend"] == "local"
     assert results["reason"].structured_content["requires_clinician_review"] is True
+    assert results["screen"].structured_content["label"] in ("refer", "monitor", "on-track")
 
 
 @pytest.mark.parametrize("token", ["wrong-token", None])
@@ -135,6 +136,7 @@ def test_health_ready_and_rest_screening(server_url: str) -> None:
     auth = {"Authorization": f"Bearer {TOKENS['ward-agent']}"}
     answer = httpx.post(f"{server_url}/infer_text", json=payload, headers=auth, timeout=120)
     assert answer.status_code == 200 and answer.json()["requires_clinician_review"] is True
+    assert answer.json()["label"] in ("refer", "monitor", "on-track")
     bad = httpx.post(f"{server_url}/infer_text", json={**payload, "age_months": -5}, headers=auth)
     assert bad.status_code == 422
     assert httpx.post(f"{server_url}/infer_text", content=b"{not json", headers=auth).status_code == 422
