@@ -287,12 +287,12 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
     assert record["submitted_by"] == {"id": "discharge-bot", "role": "pipeline"}
     assert record["model_answer"] not in json.dumps(result)  # the unreviewed model text never left
     audit = [json.loads(line) for line in (Path(server_env["HAI_AUDIT_LOG"])).read_text().splitlines()]
-    reason_lines = [
+    screen_lines = [
         e
         for e in audit
-        if e["tool"] == "reason" and e["caller"] == {"id": "discharge-bot", "role": "pipeline"}
+        if e["tool"] == "screen" and e["caller"] == {"id": "discharge-bot", "role": "pipeline"}
     ]
-    assert reason_lines and not any(TOKENS["discharge-bot"] in json.dumps(e) for e in audit)
+    assert screen_lines and not any(TOKENS["discharge-bot"] in json.dumps(e) for e in audit)
 
 
 def test_pipeline_caller_over_rest_and_the_legacy_token(server_url: str, server_env: dict[str, str]) -> None:
