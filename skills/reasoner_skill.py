@@ -30,10 +30,15 @@ def parse_answer(text: str) -> tuple[str, str | None]:
 
 
 def first_sentence(text: str) -> str | None:
-    """The rationale as a clinician reads it: the first sentence of the generated text, or None."""
-    text = re.sub(r"^(rationale|reason)\s*:\s*", "", text.strip(), flags=re.IGNORECASE)
-    match = re.search(r"^(.+?[.!?])(\s|$)", text, re.DOTALL)
-    sentence = (match.group(1) if match else text.splitlines()[0] if text else "").strip()
+    """The rationale as a clinician reads it: the first sentence after any `Rationale:` marker (a model trained
+    on `Label: ...` / `Rationale: ...` repeats its label line first), or None."""
+    marker = re.search(r"rationale\s*:\s*", text, re.IGNORECASE)
+    text = (
+        text[marker.end() :] if marker else re.sub(r"^\s*label\s*:[^\n]*\n?", "", text, flags=re.IGNORECASE)
+    )
+    text = " ".join(text.split())
+    match = re.search(r"^(.+?[.!?])(\s|$)", text)
+    sentence = (match.group(1) if match else text).strip()
     return sentence[:400] or None
 
 
