@@ -209,6 +209,31 @@ def start_server_refused(config: Path, env: dict[str, str]) -> str:
     return proc.stderr.strip().splitlines()[-1]
 
 
+def serve_openai(model: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`transformers serve MODEL` on a free loopback port (the OpenAI-compatible stand-in for vLLM, which cannot
+    be installed here), in its own process group; returns the process and its base URL once it answers."""
+    import shutil
+    import socket
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    assert serve, "transformers CLI missing from the venv"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [serve, "serve", str(model), "--port", str(port)],
+            env=env,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/v1/models", proc, log, timeout_s=180)
+    return proc, base
+
+
 def write_workflow_config(folder: Path, **values: object) -> Path:
     """A workflow config whose databases, reviewers and review key live in `folder`."""
     import yaml

@@ -249,28 +249,13 @@ def test_openai_judge_round_trips_through_the_loopback_openai_server(
     That server does not enforce `response_format`, and the tiny model cannot write the schema's JSON, so in
     both modes the answer comes back and fails validation: a typed JudgeError, never a score made up from an
     answer outside the schema. A closed port is a typed error too."""
-    import shutil
     import signal
-    import socket
 
     from evals.judge import JudgeError, OpenAIJudge
-    from tests.conftest import wait_for_http
+    from tests.conftest import serve_openai
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    assert serve, "transformers CLI missing from the venv"
-    with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen(
-            [serve, "serve", str(merged_tiny), "--port", str(port)],
-            env=server_env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+    server, base = serve_openai(merged_tiny, tmp_path / "serve.log", server_env)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/models", server, tmp_path / "serve.log", timeout_s=180)
 
         class Verdict(BaseModel):
             verdict: Literal["yes", "no"]
@@ -280,7 +265,7 @@ def test_openai_judge_round_trips_through_the_loopback_openai_server(
             config = JudgeConfig(
                 kind="openai",
                 model=str(merged_tiny),
-                base_url=f"http://127.0.0.1:{port}/v1",
+                base_url=f"{base}/v1",
                 structured_output=mode,  # type: ignore[arg-type]
                 timeout_s=120,
             )

@@ -5,16 +5,14 @@ fail over to the local backend with no failed call, and each result says which b
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import wait_for_http, write_server_config
+from tests.conftest import serve_openai, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,19 +26,7 @@ def _free_port() -> int:
 def test_killing_the_openai_server_fails_over_without_a_failed_call(
     merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
 ) -> None:
-    port = _free_port()
-    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
-    assert serve, "transformers CLI missing from the venv"
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed at the end of the test
-    server = subprocess.Popen(
-        [serve, "serve", str(merged_tiny), "--port", str(port)],
-        env=server_env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    base = f"http://localhost:{port}"
-    wait_for_http(f"{base}/v1/models", server, tmp_path / "serve.log", timeout_s=180)
+    server, base = serve_openai(merged_tiny, tmp_path / "serve.log", server_env)
 
     config = write_server_config(
         tmp_path / "server.yaml",
@@ -85,7 +71,6 @@ def test_killing_the_openai_server_fails_over_without_a_failed_call(
     finally:
         if server.poll() is None:
             server.kill()
-        log.close()
     assert errors == [False, False, False, False]
     assert backends == ["vllm", "vllm", "local", "local"]
 
