@@ -113,10 +113,10 @@ class ReviewBoundary:
             return await call_next(ctx)
         caller = self.caller(ctx)
         if caller is None:
-            raise MCPError(code=-32001, message="Unauthorized: unknown or revoked caller")
+            raise MCPError(code=UNAUTHORIZED_CODE, message="Unauthorized: unknown or revoked caller")
         if not may_use_method(caller.role, ctx.method):
             raise MCPError(
-                code=-32001, message=f"Forbidden: {ctx.method} is not open to {caller.role} callers"
+                code=FORBIDDEN_CODE, message=f"Forbidden: {ctx.method} is not open to {caller.role} callers"
             )
         if ctx.method == "tools/call":
             tool = str((ctx.params or {}).get("name", ""))
@@ -145,8 +145,13 @@ class CallerAuth:
         from starlette.requests import Request
         from starlette.responses import JSONResponse
 
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in OPEN_ROUTES:
+        if scope["type"] == "lifespan" or (
+            scope["type"] == "http" and (scope["method"], scope["path"]) in OPEN_ROUTES
+        ):
             await self.inner(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websocket (or other) route is served: refuse before the app sees it
+            await send({"type": "websocket.close", "code": 1008})
             return
         caller = self.resolver.from_headers(Request(scope).headers)
         if caller is None:
