@@ -62,18 +62,18 @@ class Sampling:
         _, unit = np.unique(np.asarray(self.clusters).astype(str), return_inverse=True)
         return unit, int(unit.max()) + 1
 
-    def resamples(self, n: int) -> list[np.ndarray]:
-        """Row indices of each resample: k units drawn with replacement, each bringing all its rows."""
-        unit, k = self.units(n)
+    def resamples(self, unit: np.ndarray, k: int) -> list[np.ndarray]:
+        """Row indices of each resample: k units drawn with replacement, each bringing all its rows
+        (`unit`, `k`: from `units`)."""
         rng = np.random.default_rng(self.seed)
+        n = len(unit)
         if self.clusters is None:
             return [rng.integers(0, n, n) for _ in range(self.n_resamples)]
         rows = np.arange(n)
         return [np.repeat(rows, rng.multinomial(k, np.full(k, 1 / k))[unit]) for _ in range(self.n_resamples)]
 
-    def jackknife(self, n: int) -> list[np.ndarray]:
+    def jackknife(self, unit: np.ndarray, k: int) -> list[np.ndarray]:
         """Row indices with one unit (or one group of units) left out, for BCa's acceleration."""
-        unit, k = self.units(n)
         groups = min(k, JACKKNIFE_GROUPS)
         assign = np.random.default_rng(self.seed + 1).permutation(k) % groups
         row_group = assign[unit]
@@ -163,7 +163,7 @@ def bootstrap_many(
     gap between them), all from the same resamples: one pass over the data per resample."""
     sampling = sampling or Sampling()
     n = len(arrays[0])
-    _, units = sampling.units(n)
+    unit, units = sampling.units(n)
     base = {
         "n": n,
         "n_patients": units if sampling.clusters is not None else None,
@@ -176,10 +176,12 @@ def bootstrap_many(
         return np.asarray(metric(*(a[idx] for a in arrays)), dtype=float)
 
     values = evaluate(np.arange(n))
-    stats = np.stack([evaluate(idx) for idx in sampling.resamples(n)]) if sampling.n_resamples else None
+    stats = (
+        np.stack([evaluate(idx) for idx in sampling.resamples(unit, units)]) if sampling.n_resamples else None
+    )
     jack = None
     if sampling.method == "bca" and stats is not None:
-        jack = np.stack([evaluate(idx) for idx in sampling.jackknife(n)])
+        jack = np.stack([evaluate(idx) for idx in sampling.jackknife(unit, units)])
     results: dict[str, MetricCI] = {}
     for k, name in enumerate(names):
         value = float(values[k])
@@ -223,13 +225,18 @@ def binary_metrics(
     y, score = np.asarray(y, dtype=int), np.asarray(score, dtype=float)
     check_arrays(y, score)
     pred = (score >= threshold).astype(int)
-    return {
-        "auc": bootstrap(auc, (y, score), sampling, needs_both_classes=True),
-        "f1": bootstrap(lambda a, p: float(f1_score(a, p, zero_division=0)), (y, pred), sampling),
-        "sensitivity": bootstrap(_sensitivity, (y, pred), sampling),
-        "specificity": bootstrap(_specificity, (y, pred), sampling),
-        "calibration_error": bootstrap(expected_calibration_error, (y, score), sampling),
-    }
+
+    def vector(a: np.ndarray, s: np.ndarray, p: np.ndarray) -> np.ndarray:
+        f1 = float(f1_score(a, p, zero_division=0))
+        return np.asarray(
+            [auc(a, s), f1, _sensitivity(a, p), _specificity(a, p), expected_calibration_error(a, s)]
+        )
+
+    names = ["auc", "f1", "sensitivity", "specificity", "calibration_error"]
+    metrics = bootstrap_many(vector, names, (y, score, pred), sampling)  # one pass over the resamples
+    if metrics["auc"].value is None:
+        metrics["auc"].note = "undefined: only one class present"
+    return metrics
 
 
 def multiclass_f1(labels: np.ndarray, predictions: np.ndarray, sampling: Sampling | None = None) -> MetricCI:
