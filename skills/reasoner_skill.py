@@ -19,7 +19,6 @@ REASON_INSTRUCTION = (
     "You support a clinician. Answer the clinical question concisely for the clinician, then give the reasoning. "
     "Answer as:\nAnswer: <text>\nRationale: <text>"
 )
-_LABEL = re.compile(r"label\s*:\s*(refer|monitor|on-track)\b", re.IGNORECASE)
 _FIELD = re.compile(r"^(answer|rationale)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 
 

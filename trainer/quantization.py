@@ -33,10 +33,10 @@ def modules_outside(model: Any, path: str) -> list[str]:
     return outside
 
 
-def skip_modules_for(path: str, config: Any) -> list[str] | None:
-    """The `llm_int8_skip_modules` for the model at `path`: every module outside its language model, by the
-    full names transformers matches (`model.vision_tower`, not `vision_tower`). None keeps transformers'
-    default (the output head) for a model that is a language model only."""
+def skip_modules_for(path: str, config: Any) -> list[str]:
+    """The `llm_int8_skip_modules` for the image-text model at `path`: every module outside its language model
+    and the output head, by the full names transformers matches (`model.vision_tower`, not `vision_tower`).
+    (A text-only model passes no list and keeps transformers' default, the output head.)"""
     import torch
     from transformers import AutoModelForImageTextToText
 

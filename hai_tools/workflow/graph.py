@@ -190,10 +190,7 @@ def build_graph(
     corpus_vectors: list[np.ndarray] = []
 
     def intake(state: InputState) -> dict[str, Any]:
-        submitted = state.get("submitted_by")
-        return {"case": validate_case(state["case"]).model_dump()} | (
-            {"submitted_by": dict(submitted)} if submitted else {}
-        )
+        return {"case": validate_case(state["case"]).model_dump()}
 
     async def retrieve(state: WorkflowState) -> dict[str, Any]:
         case = state["case"]

@@ -259,6 +259,12 @@ class RecordStore:
             ).fetchone()
         return {"id": row[0], "role": row[1]} if row else None
 
+    def status(self, thread_id: str) -> str | None:
+        """The case's status (`pending_review`, `finalized:<action>`), or None for an unknown thread."""
+        with self._db() as db:
+            row = db.execute("SELECT status FROM cases WHERE thread_id = ?", (thread_id,)).fetchone()
+        return str(row[0]) if row else None
+
     def cases(self, status: str | None = None) -> list[dict[str, str]]:
         with self._db() as db:
             rows = db.execute(

@@ -127,8 +127,6 @@ class ReviewService:
             config = {"configurable": {"thread_id": thread_id}}
             if (await graph.aget_state(config)).values:
                 raise HaiError(f"case thread {thread_id} already exists")
-            if submitted_by is not None:
-                self.store.set_submitter(thread_id, submitted_by.id, submitted_by.role)
             await self.skills.open()  # open the connection in this task (not inside a node)
             try:
                 started = {"case": checked.model_dump()}
@@ -137,6 +135,8 @@ class ReviewService:
                 await graph.ainvoke(started, config)
             finally:
                 await self.skills.aclose()
+            if submitted_by is not None:  # recorded with the case, once it is waiting for review
+                self.store.set_submitter(thread_id, submitted_by.id, submitted_by.role)
             self.store.set_status(thread_id, checked.case_id, "pending_review")
             return await self._pending(graph, thread_id)
 
@@ -193,7 +193,7 @@ class ReviewService:
         clinician approved or edited and the signed release statement; never the unreviewed model text.
         A pipeline caller sees only its own submissions (another's id reads as unknown)."""
         submitter = self.store.submitter(thread_id)
-        known = submitter is not None or any(c["thread_id"] == thread_id for c in self.store.cases())
+        known = self.store.status(thread_id) is not None
         if not known or (caller.role == "pipeline" and (submitter or {}).get("id") != caller.id):
             raise CaseNotFound(f"no review {thread_id} for caller {caller.id}")
         record = self.record(thread_id)

@@ -10,6 +10,11 @@ from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
 
+def model_capability(capability: str) -> str:
+    """The model that serves `capability`: `choose` is answered by the generation model."""
+    return "generate" if capability == "choose" else capability
+
+
 class BackendUnavailable(Exception):
     """A backend cannot serve this call (down, misconfigured, lacks the capability)."""
 

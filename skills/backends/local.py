@@ -10,7 +10,7 @@ from typing import Any
 
 from hai_tools.manifest import load_manifest
 from hai_tools.models import resolve_base_model
-from skills.backends.base import BackendUnavailable
+from skills.backends.base import BackendUnavailable, model_capability
 from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
@@ -95,10 +95,10 @@ class LocalBackend:
         self._batcher = EmbedBatcher(self._encode)
 
     def supports(self, capability: str) -> bool:
-        return (capability if capability != "choose" else "generate") in self._ids
+        return model_capability(capability) in self._ids
 
     def identity(self, capability: str) -> ModelIdentity:
-        return self._ids[capability if capability != "choose" else "generate"]
+        return self._ids[model_capability(capability)]
 
     def serves_adapter(self, adapter: str) -> bool:
         return "generate" in self._ids and self._ids["generate"].adapter == adapter

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hai_tools.manifest import verify_artifact
-from skills.backends.base import BackendUnavailable
+from skills.backends.base import BackendUnavailable, model_capability
 from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
@@ -40,10 +40,10 @@ class TFLiteBackend:
         return preferred if preferred.exists() else folder / "fp32.tflite"
 
     def supports(self, capability: str) -> bool:
-        return (capability if capability != "choose" else "generate") in self._ids
+        return model_capability(capability) in self._ids
 
     def identity(self, capability: str) -> ModelIdentity:
-        return self._ids[capability if capability != "choose" else "generate"]
+        return self._ids[model_capability(capability)]
 
     def serves_adapter(self, adapter: str) -> bool:
         return False
@@ -71,16 +71,22 @@ class TFLiteBackend:
         with self._lock:
             return [list(map(float, v)) for v in embed_tflite(model, tokenizer, texts)]
 
-    def _generate_sync(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    def _prompt(self, messages: list[dict[str, str]], reserve: int) -> tuple[Any, Any, list[int]]:
+        """The on-device LM, its tokenizer and the chat prompt's ids, with room for `reserve` more tokens in
+        the cache (a typed error otherwise)."""
         lm, tokenizer = self._model("generate")
         prompt = tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
-        room = lm.cache_len - len(prompt)
-        if room <= 0:
+        if len(prompt) + reserve > lm.cache_len:
             raise BackendUnavailable(
                 f"prompt of {len(prompt)} tokens exceeds the on-device cache ({lm.cache_len})"
             )
+        return lm, tokenizer, prompt
+
+    def _generate_sync(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+        lm, tokenizer, prompt = self._prompt(messages, reserve=1)
+        room = lm.cache_len - len(prompt)
         with self._lock:
             tokens = lm.greedy(prompt, min(max_new_tokens, room))
         eos = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")}
@@ -90,15 +96,9 @@ class TFLiteBackend:
     def _choose_sync(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
         from hai_tools.likelihood import candidate_ids, choice_probabilities_from
 
-        lm, tokenizer = self._model("generate")
-        prompt = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )["input_ids"]
+        tokenizer = self._model("generate")[1]
         ids = candidate_ids(tokenizer, choices)
-        if len(prompt) + max(map(len, ids)) > lm.cache_len:
-            raise BackendUnavailable(
-                f"prompt of {len(prompt)} tokens exceeds the on-device cache ({lm.cache_len})"
-            )
+        lm, _, prompt = self._prompt(messages, reserve=max(map(len, ids)))
         with self._lock:
             scores = lm.continuation_logprobs(prompt, ids)
         probabilities = choice_probabilities_from(scores, [len(i) for i in ids])

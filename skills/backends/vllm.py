@@ -81,10 +81,13 @@ class VLLMBackend:
             raise BackendUnavailable("vLLM backend has no served model for generation")
         if adapter and self._served and adapter not in self._served:
             raise BackendUnavailable(f"vLLM does not serve adapter '{adapter}'")
-        data = await self._post(
-            "/v1/chat/completions",
-            {"model": model, "messages": messages, "max_tokens": max_new_tokens, "temperature": 0.0},
+        return await self._chat(
+            {"model": model, "messages": messages, "max_tokens": max_new_tokens, "temperature": 0.0}
         )
+
+    async def _chat(self, payload: dict[str, Any]) -> str:
+        """The text of a chat completion (a typed error when the answer has none)."""
+        data = await self._post("/v1/chat/completions", payload)
         try:
             return str(data["choices"][0]["message"]["content"])
         except (KeyError, IndexError, TypeError):
@@ -102,11 +105,7 @@ class VLLMBackend:
             "temperature": 0.0,
             "structured_outputs": {"choice": choices},
         }
-        data = await self._post("/v1/chat/completions", payload)
-        try:
-            answer = str(data["choices"][0]["message"]["content"]).strip()
-        except (KeyError, IndexError, TypeError):
-            raise BackendUnavailable("vLLM answer has no message content") from None
+        answer = (await self._chat(payload)).strip()
         if answer not in choices:
             raise BackendUnavailable(
                 "vLLM did not honour the structured-output choice (answer is not a choice)"
