@@ -11,7 +11,6 @@ those passages; the judge (`evals.judge`) scores the answer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import threading
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evals.judge import JudgeConfig, deepeval_model, make_judge, ragas_embeddings, ragas_llm
+from hai_tools.chain import suite_digest
 from hai_tools.errors import ConfigError
 
 MetricKind = Literal["geval", "hallucination", "ragas_faithfulness", "ragas_answer_relevancy"]
@@ -123,7 +123,6 @@ def load_suite(path: Path) -> tuple[Suite, str]:
     """The suite and the sha256 of its file(s); one-line ConfigError for anything malformed."""
     if not path.is_file():
         raise ConfigError(f"suite {path} does not exist")
-    digest = hashlib.sha256(path.read_bytes())
     try:
         suite = Suite.model_validate(yaml.safe_load(path.read_text()) or {})
     except (ValidationError, yaml.YAMLError) as exc:
@@ -133,7 +132,6 @@ def load_suite(path: Path) -> tuple[Suite, str]:
         cases_path = path.parent / suite.cases_file
         if not cases_path.is_file():
             raise ConfigError(f"suite {path}: cases_file {cases_path} does not exist")
-        digest.update(cases_path.read_bytes())
         for number, line in enumerate(cases_path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
@@ -145,7 +143,6 @@ def load_suite(path: Path) -> tuple[Suite, str]:
         labels_path = path.parent / suite.calibration_file
         if not labels_path.is_file():
             raise ConfigError(f"suite {path}: calibration_file {labels_path} does not exist")
-        digest.update(labels_path.read_bytes())
         names = {m.name for m in suite.metrics}
         for number, line in enumerate(labels_path.read_text().splitlines(), 1):
             if not line.strip():
@@ -161,7 +158,7 @@ def load_suite(path: Path) -> tuple[Suite, str]:
         raise ConfigError(f"suite {path} has no cases")
     if len({c.id for c in suite.cases}) != len(suite.cases):
         raise ConfigError(f"suite {path} has duplicate case ids")
-    return suite, f"sha256:{digest.hexdigest()}"
+    return suite, f"sha256:{suite_digest(path)}"
 
 
 class SuiteRunner:

@@ -143,7 +143,7 @@ def _main(argv: list[str]) -> int:
         out = distill(args.teacher, args.output_dir, config)
         print(f"student: {out}")
     else:
-        from export.chain import verify_chain
+        from hai_tools.chain import verify_chain
 
         for link in verify_chain(args.path):
             print(f"ok {'  ' * link.depth}{link.kind} {link.name} {link.hash[:19]} ({link.where})")

@@ -83,8 +83,8 @@ def _main(argv: list[str]) -> int:
     elif args.action == "card":
         from evals.gate import apply_gate, load_policy
         from evals.report import EvalReport
-        from export.chain import verify_chain
         from governance.card import render_model_card
+        from hai_tools.chain import verify_chain
         from hai_tools.manifest import atomic_write_text, verify_artifact
 
         merged = verify_artifact(args.merged, kind="merged_model")
@@ -111,7 +111,7 @@ def _main(argv: list[str]) -> int:
         else:
             print(text)
     elif args.action == "lineage":
-        from export.chain import verify_chain
+        from hai_tools.chain import verify_chain
 
         print("graph BT")
         nodes: dict[str, str] = {}

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from evals.gate import apply_gate, load_policy
 from evals.report import EvalReport
-from export.chain import verify_chain
 from governance.card import render_model_card
 from governance.task import load_task
+from hai_tools.chain import verify_chain
 from hai_tools.errors import HaiError, ManifestError
 from hai_tools.manifest import (
     MANIFEST_NAME,

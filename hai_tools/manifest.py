@@ -1,6 +1,10 @@
 """Artifact manifests: every artifact folder carries `manifest.json` with the sha256 of each of its files
 and of each of its inputs; loaders call `verify_artifact` and refuse a mismatch.
 
+A manifest's `content_hash` is the sha256 of the canonical JSON of every other field of the manifest (its file
+hashes, inputs, config, metrics, extra...), so no field can be edited without changing the identity that
+consumers and signatures pin.
+
 `python -m trainer verify PATH` exercises it on an adapter folder.
 """
 
@@ -28,6 +32,7 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "release.sig"  # a release's signature over its manifest: outside the manifest by definition
 UNHASHED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
 _CHUNK = 1 << 20
+SCHEMA_VERSION = 2  # 2: content_hash covers every field; 1 (before 2026-11-29) covered the file list only
 
 
 def sha256_file(path: Path) -> str:
@@ -50,8 +55,13 @@ def hash_tree(folder: Path, exclude: frozenset[str] = UNHASHED) -> dict[str, str
     return hashes
 
 
+def canonical_json(data: Any) -> bytes:
+    """The canonical JSON bytes that hashes and signatures are computed over: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def content_hash(files: dict[str, str]) -> str:
-    """One hash over a folder's file hashes: stable under file order, changes with any name or byte."""
+    """One hash over a set of file hashes: stable under file order, changes with any name or byte."""
     digest = hashlib.sha256()
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel]}\n".encode())
@@ -74,7 +84,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     kind: str
     name: str
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -95,11 +105,17 @@ class Manifest(BaseModel):
                 return item
         raise ManifestError(f"manifest of {self.kind} '{self.name}' records no input of kind '{kind}'")
 
+    def fields_hash(self) -> str:
+        """sha256 of the canonical JSON of every field but `content_hash`: what `content_hash` must equal."""
+        data = self.model_dump(mode="json", exclude={"content_hash"})
+        return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
+
 
 def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     """Hash every file of `folder`, fill `files` and `content_hash`, write `manifest.json` atomically."""
     manifest.files = hash_tree(folder)
-    manifest.content_hash = content_hash(manifest.files)
+    manifest.schema_version = SCHEMA_VERSION
+    manifest.content_hash = manifest.fields_hash()
     atomic_write_text(folder / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
     return manifest
 
@@ -120,6 +136,7 @@ def verify_artifact(folder: Path, kind: str | None = None) -> Manifest:
     """Recompute every file hash of an artifact folder against its manifest; raise on any difference."""
     folder = Path(folder)
     manifest = load_manifest(folder)
+    check_sealed(manifest, folder)
     if kind is not None and manifest.kind != kind:
         raise ManifestError(f"{folder} is a '{manifest.kind}' artifact, expected '{kind}'")
     actual = hash_tree(folder)
@@ -128,11 +145,24 @@ def verify_artifact(folder: Path, kind: str | None = None) -> Manifest:
     extra = sorted(set(actual) - set(manifest.files))
     problems = [f"{rel} (hash mismatch)" for rel in changed] + [f"{rel} (missing)" for rel in missing]
     problems += [f"{rel} (not in manifest)" for rel in extra]
-    if not problems and content_hash(manifest.files) != manifest.content_hash:
-        problems.append("content_hash does not match the file list")
     if problems:
         raise ManifestError(f"{folder} fails verification: " + ", ".join(problems[:5]))
     return manifest
+
+
+def check_sealed(manifest: Manifest, where: object) -> None:
+    """Refuse a manifest whose fields were edited after it was written (or one from the old schema, whose
+    inputs, config and extra were outside its hash)."""
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where}: manifest schema {manifest.schema_version} hashes only its file list; rebuild the artifact "
+            f"with this hai-tools (schema {SCHEMA_VERSION})"
+        )
+    if manifest.fields_hash() != manifest.content_hash:
+        raise ManifestError(
+            f"{where}: manifest.json was edited after it was written (its fields no longer match its "
+            "content_hash)"
+        )
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,9 +64,17 @@ class DatasetRecord(BaseModel):
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def file_key(self, entry: DatasetFile) -> str:
+        """A file's name in the dataset's identity: its split and its path inside the dataset (the file name for
+        split files, the path below the folder for a `datasets` folder), never where the data sits on disk."""
+        path = Path(entry.path)
+        inside = path.relative_to(self.root).as_posix() if self.root else path.name
+        return f"{entry.split}/{inside}"
+
     @property
     def content_hash(self) -> str:
-        return content_hash({f"{f.split}/{f.path}": f.sha256 for f in self.files})
+        """The dataset's identity: the same bytes under the same names hash the same on every machine."""
+        return content_hash({self.file_key(f): f.sha256 for f in self.files})
 
 
 class ArtifactStore(ABC):

@@ -197,7 +197,7 @@ def test_eval_run_with_suite_feeds_the_gate(
     assert "FAIL  llm-eval tiny-suite: judge agreement >= (CI lower bound) 0.99" in capsys.readouterr().out
     # the suite file is pinned: editing it breaks the report's chain
     suite.write_text(suite.read_text().replace("Clinical?", "Clinical!"))
-    from export.chain import verify_chain
+    from hai_tools.chain import verify_chain
     from hai_tools.errors import ManifestError
 
     with pytest.raises(ManifestError, match="suite"):

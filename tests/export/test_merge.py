@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from export.__main__ import main
-from hai_tools.manifest import verify_artifact
+from hai_tools.manifest import Manifest, verify_artifact
 
 
 @pytest.fixture
@@ -119,8 +119,16 @@ def test_vllm_recipe_refuses_an_adapter_that_must_be_merged(
     manifest = json.loads((adapter / "manifest.json").read_text())
     manifest["extra"]["vllm_servable_unmerged"] = False
     (adapter / "manifest.json").write_text(json.dumps(manifest))
+    # flipping the flag by hand is an edit the manifest's hash exposes...
+    assert main(["vllm-recipe", "--adapter", str(adapter), "--output_dir", str(tmp_path / "r")]) == 2
+    assert "manifest.json was edited after it was written" in capsys.readouterr().err
+    # ...and an adapter whose manifest really records it (resealed, as the trainer writes one) is refused
+    sealed = Manifest.model_validate(manifest)
+    sealed.content_hash = sealed.fields_hash()
+    (adapter / "manifest.json").write_text(sealed.model_dump_json())
     assert main(["vllm-recipe", "--adapter", str(adapter), "--output_dir", str(tmp_path / "r")]) == 2
     assert "must be merged" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_full_disk_is_a_one_line_error_and_leaves_no_folder(

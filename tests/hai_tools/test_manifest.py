@@ -64,3 +64,55 @@ def test_failed_rewrite_keeps_previous_artifact(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert verify_artifact(tmp_path / "a").content_hash == first.content_hash
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("inputs", [{"kind": "dataset", "name": "other@1", "hash": "sha256:00"}]),
+        ("config", {"lora_r": 64}),
+        ("extra", {"vllm_servable_unmerged": False}),
+        ("kind", "release"),
+        ("metrics", {"refer_auc": 0.99}),
+        ("schema_version", 1),
+    ],
+)
+def test_every_manifest_field_is_under_its_hash(tmp_path: Path, field: str, value: object) -> None:
+    """Editing any field of manifest.json, not only the file list, is refused."""
+    import json
+
+    _artifact(tmp_path / "a")
+    path = tmp_path / "a" / "manifest.json"
+    data = json.loads(path.read_text())
+    data[field] = value
+    path.write_text(json.dumps(data))
+    message = "manifest schema 1 hashes only its file list" if field == "schema_version" else "was edited"
+    with pytest.raises(ManifestError, match=message):
+        verify_artifact(tmp_path / "a")
+
+
+def test_dataset_identity_does_not_depend_on_where_files_live(tmp_path: Path) -> None:
+    from hai_tools.registry.base import DatasetFile, DatasetRecord
+
+    def record(root: Path, folder: bool) -> DatasetRecord:
+        files = [
+            DatasetFile(split="train", path=str(root / "train.jsonl"), sha256="a" * 64, format="jsonl"),
+            DatasetFile(split="test", path=str(root / "sub" / "test.jsonl"), sha256="b" * 64, format="jsonl"),
+        ]
+        return DatasetRecord(
+            name="d",
+            version="1",
+            files=files,
+            splits={},
+            columns={},
+            license="x",
+            source_format="jsonl",
+            root=str(root) if folder else None,
+        )
+
+    for folder in (False, True):
+        here, there = record(tmp_path / "here", folder), record(Path("/elsewhere/data"), folder)
+        assert here.content_hash == there.content_hash
+    changed = record(tmp_path, False)
+    changed.files[0].sha256 = "c" * 64
+    assert changed.content_hash != record(tmp_path, False).content_hash

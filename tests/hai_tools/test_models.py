@@ -33,3 +33,41 @@ def test_hub_id_offline_is_one_line_error_naming_the_id(monkeypatch: pytest.Monk
 def test_unknown_ids_are_refused(model_id: str) -> None:
     with pytest.raises(ModelResolutionError, match="does not exist"):
         resolve_base_model(model_id)
+
+
+def test_a_hub_base_verifies_in_the_chain(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A base model from the hub (here a hub cache laid out by hand: no network) is known by the hash of its
+    snapshot's files, so the chain check of a consumer's record passes, and a changed snapshot fails."""
+    import shutil
+
+    from hai_tools.chain import verify_bundled_chain, verify_chain
+    from hai_tools.manifest import Manifest, atomic_folder, write_manifest
+    from hai_tools.models import resolve_base_model, weight_files
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--org--tiny"
+    snapshot = repo / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_model_dir, snapshot, ignore=shutil.ignore_patterns("manifest.json"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    ref = resolve_base_model("org/tiny")
+    assert ref.source == "hub" and ref.revision == "0123abcd"
+    with atomic_folder(tmp_path / "consumer") as tmp:
+        (tmp / "w.bin").write_bytes(b"x")
+        manifest = write_manifest(tmp, Manifest(kind="adapter", name="a", inputs=[ref.as_input()]))
+    links = verify_chain(tmp_path / "consumer")
+    assert [link.kind for link in links] == ["adapter", "base_model"]
+    bundled = {
+        manifest.content_hash: {"type": "manifest", "document": manifest.model_dump(mode="json")},
+        ref.identity: {"type": "files", "document": weight_files(snapshot)},
+    }
+    assert len(verify_bundled_chain(manifest.content_hash, bundled)) == 2
+    (snapshot / "config.json").write_text((snapshot / "config.json").read_text() + " ")
+    with pytest.raises(Exception, match="changed since"):
+        verify_chain(tmp_path / "consumer")

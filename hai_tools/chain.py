@@ -1,0 +1,173 @@
+"""Chains of custody: an artifact and, recursively, every input its manifest names (release -> merged model ->
+adapter -> dataset and base model; export -> merged model -> ...).
+
+Two ways to check one:
+- `verify_chain(folder)` on the machine that built it: re-hashes every artifact folder, the registered
+  dataset files and the base model folders where the manifests say they are;
+- `verify_bundled_chain(...)` anywhere: a release carries the manifest of every link (`collect_chain`), and
+  each consumer's recorded hash must equal the hash recomputed from the link's document, down to the leaves.
+
+    python -m export verify out/merged/screening-lora
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hai_tools.errors import DatasetError, ManifestError
+from hai_tools.manifest import MANIFEST_NAME, Manifest, check_sealed, content_hash, verify_artifact
+from hai_tools.models import folder_identity, weight_files
+from hai_tools.registry import open_registry
+from hai_tools.registry.base import ArtifactStore, DatasetRecord, parse_ref
+from hai_tools.registry.datasets import verify_dataset
+
+LEAF_KINDS = frozenset({"gguf", "llm_eval_suite"})  # recorded by hash; their bytes are not part of a bundle
+
+
+class ChainLink(BaseModel):
+    kind: str
+    name: str
+    hash: str
+    where: str
+    depth: int
+
+
+def suite_digest(path: Path) -> str:
+    """sha256 of an LLM-eval suite file and the cases and calibration files it names (what a report records)."""
+    digest = hashlib.sha256(path.read_bytes())
+    data = yaml.safe_load(path.read_text()) or {}
+    for key in ("cases_file", "calibration_file"):
+        if isinstance(data, dict) and data.get(key):
+            digest.update((path.parent / str(data[key])).read_bytes())
+    return digest.hexdigest()
+
+
+def identity(manifest: Manifest) -> str:
+    """The hash a consumer records for an artifact: a base model is known by its source's hash (the GGUF it was
+    dequantised from), everything else by its manifest's content hash."""
+    if manifest.kind == "base_model" and manifest.inputs:
+        return manifest.inputs[0].hash
+    return manifest.content_hash
+
+
+class _Walker:
+    def __init__(self, store: ArtifactStore | None) -> None:
+        self._store = store
+        self.links: list[ChainLink] = []
+        self.documents: dict[str, dict[str, Any]] = {}
+
+    def registry(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = open_registry()
+        return self._store
+
+    def visit(self, path: Path, expected: str | None, depth: int) -> None:
+        manifest = verify_artifact(path)
+        own = identity(manifest)
+        if expected is not None and own != expected:
+            raise ManifestError(f"{path} has hash {own[:19]}, but its consumer recorded {expected[:19]}")
+        self.links.append(
+            ChainLink(kind=manifest.kind, name=manifest.name, hash=own, where=str(path), depth=depth)
+        )
+        self.documents[own] = {"type": "manifest", "document": manifest.model_dump(mode="json")}
+        for item in manifest.inputs:
+            where = f"{item.kind} '{item.name}' of {path}"
+            if item.kind == "dataset":
+                parse_ref(item.name)
+                try:
+                    record = verify_dataset(self.registry(), item.name)
+                except DatasetError as exc:
+                    raise ManifestError(f"{where}: {exc}") from None
+                if record.content_hash != item.hash:
+                    raise ManifestError(
+                        f"dataset {item.name} in the registry is not the one {path} was made from"
+                    )
+                self._leaf(item.kind, item.name, item.hash, "registry", depth)
+                self.documents[item.hash] = {"type": "dataset", "document": record.model_dump(mode="json")}
+            elif item.uri and (Path(item.uri) / MANIFEST_NAME).exists():
+                self.visit(Path(item.uri), item.hash, depth + 1)
+            elif item.kind == "base_model" and item.uri and Path(item.uri).is_dir():
+                if folder_identity(Path(item.uri)) != item.hash:
+                    raise ManifestError(f"base model at {item.uri} changed since {path} was made from it")
+                self._leaf(item.kind, item.name, item.hash, item.uri, depth)
+                self.documents[item.hash] = {"type": "files", "document": weight_files(Path(item.uri))}
+            elif item.kind == "llm_eval_suite" and item.uri and Path(item.uri).is_file():
+                if "sha256:" + suite_digest(Path(item.uri)) != item.hash:
+                    raise ManifestError(f"LLM-eval suite {item.uri} changed since {path} was scored with it")
+                self._leaf(item.kind, item.name, item.hash, item.uri, depth)
+            elif item.kind not in LEAF_KINDS:
+                raise ManifestError(f"input {where} is not at {item.uri}")
+
+    def _leaf(self, kind: str, name: str, hash_: str, where: str, depth: int) -> None:
+        self.links.append(ChainLink(kind=kind, name=name, hash=hash_, where=where, depth=depth + 1))
+
+
+def verify_chain(folder: Path, store: ArtifactStore | None = None) -> list[ChainLink]:
+    """Every link from `folder` down to its datasets, re-hashed where it lies; raise ManifestError at the first
+    that fails."""
+    walker = _Walker(store)
+    walker.visit(Path(folder), None, 0)
+    return walker.links
+
+
+def collect_chain(folder: Path, store: ArtifactStore | None = None) -> dict[str, dict[str, Any]]:
+    """Verify the chain of `folder` here, and return the document of every link keyed by the hash its consumer
+    recorded: what a release bundles so that others can check the chain without this machine."""
+    walker = _Walker(store)
+    walker.visit(Path(folder), None, 0)
+    return walker.documents
+
+
+def verify_bundled_chain(root: str, documents: dict[str, dict[str, Any]]) -> list[ChainLink]:
+    """Check a chain from its bundled documents alone: each document hashes to the key its consumer recorded,
+    and every input it names is itself in the bundle (or is a recorded leaf: a GGUF, an eval suite)."""
+    links: list[ChainLink] = []
+
+    def visit(key: str, kind: str, name: str, depth: int, consumer: str) -> None:
+        entry = documents.get(key)
+        if entry is None:
+            raise ManifestError(
+                f"{kind} '{name}' ({key[:19]}) recorded by {consumer} is not in the bundled chain"
+            )
+        doc = entry.get("document")
+        if entry.get("type") == "dataset":
+            try:
+                record = DatasetRecord.model_validate(doc)
+            except ValidationError:
+                raise ManifestError(f"bundled record of dataset '{name}' is malformed") from None
+            if record.content_hash != key:
+                raise ManifestError(f"bundled record of dataset '{name}' was edited (hash differs)")
+            links.append(ChainLink(kind="dataset", name=name, hash=key, where="bundle", depth=depth))
+            return
+        if entry.get("type") == "files":
+            if not isinstance(doc, dict) or content_hash({str(k): str(v) for k, v in doc.items()}) != key:
+                raise ManifestError(f"bundled file list of {kind} '{name}' was edited (hash differs)")
+            links.append(ChainLink(kind=kind, name=name, hash=key, where="bundle", depth=depth))
+            return
+        try:
+            manifest = Manifest.model_validate(doc)
+        except ValidationError:
+            raise ManifestError(f"bundled manifest of {kind} '{name}' is malformed") from None
+        check_sealed(manifest, f"bundled manifest of {manifest.kind} '{manifest.name}'")
+        if identity(manifest) != key:
+            raise ManifestError(
+                f"bundled manifest of {manifest.kind} '{manifest.name}' is not the one {consumer} recorded"
+            )
+        links.append(ChainLink(kind=manifest.kind, name=manifest.name, hash=key, where="bundle", depth=depth))
+        for item in manifest.inputs:
+            if item.kind in LEAF_KINDS:
+                links.append(
+                    ChainLink(
+                        kind=item.kind, name=item.name, hash=item.hash, where="recorded", depth=depth + 1
+                    )
+                )
+            else:
+                visit(item.hash, item.kind, item.name, depth + 1, f"{manifest.kind} '{manifest.name}'")
+
+    visit(root, "artifact", root, 0, "the release")
+    return links
