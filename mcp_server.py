@@ -64,6 +64,7 @@ class Skills:
         from skills.review_desk import ReviewDesk
 
         self.config = config
+        self.release = self._release()  # verified first: in release mode it decides every model loaded
         self.backends: list[Backend] = []
         for name in config.backends:
             self.backends.append(self._backend(name))
@@ -78,64 +79,107 @@ class Skills:
         registry = CallerRegistry(Path(config.callers) if config.callers else None)
         registry.load()  # a registry with an unknown role or a malformed entry stops the start here
         self.resolver = CallerResolver(registry, read_token(config), config.stdio_caller)
-        self.release = self._release()
-        if self.release is not None:  # results name the release when it is the model that answers
+        if self.release is not None:  # results name the release when one of its models answers
             for backend in self.backends:
                 for capability in ("generate", "embed"):
                     if backend.supports(capability):
                         identity = backend.identity(capability)
-                        if identity.manifest_hash == self.release["hash"]:
+                        if identity.manifest_hash in self.release["served"]:
                             identity.release = self.release["name"]
+                            identity.release_hash = self.release["hash"]
 
     def _backend(self, name: str) -> Any:
         config = self.config
         if name == "local":
             from skills.backends.local import LocalBackend
 
-            return LocalBackend(reasoner=config.reasoner, embedder=config.embedder)
+            return LocalBackend(reasoner=self.models["reasoner"], embedder=self.models["embedder"])
         if name == "vllm":
             from skills.backends.vllm import VLLMBackend
 
             return VLLMBackend(
                 config.vllm.base_url,
-                config.vllm.served_model,
+                self.models["vllm_model"],
                 config.vllm.embed_model,
                 api_key_env=config.vllm.api_key_env,
                 timeout_s=config.timeout_s,
             )
         from skills.backends.tflite import TFLiteBackend
 
-        return TFLiteBackend(config.tflite.embedder_dir, config.tflite.reasoner_dir, config.tflite.variant)
+        return TFLiteBackend(
+            self.models["edge_embedder"], self.models["edge_reasoner"], config.tflite.variant
+        )
 
     def _release(self) -> dict[str, Any] | None:
-        """The release folder's manifest (verified) and card; refuse to start on one that does not verify."""
-        if not self.config.release:
-            return None
+        """Verify the release and decide the models. With `release_public_key` set, `release` must be a signed
+        release that verifies (whatever its manifest's `kind` says), and it is the one input: the local backend
+        loads its models, the TFLite backend its edge models, vLLM must serve it under its id. Without a key, a
+        signed release is refused, and an unsigned artifact folder (development) is the reasoner it names."""
         from hai_tools.errors import ConfigError
-        from hai_tools.manifest import load_manifest, verify_artifact
+        from hai_tools.manifest import verify_artifact
 
-        folder = Path(self.config.release)
-        served_hash = None
-        if (folder / "manifest.json").exists() and load_manifest(folder).kind == "release":
-            if not self.config.release_public_key:
+        config = self.config
+        explicit = config.model_fields_set | {f"tflite.{k}" for k in config.tflite.model_fields_set}
+        self.models: dict[str, str | None] = {
+            "reasoner": config.reasoner,
+            "embedder": config.embedder,
+            "vllm_model": config.vllm.served_model,
+            "edge_embedder": config.tflite.embedder_dir,
+            "edge_reasoner": config.tflite.reasoner_dir,
+        }
+        if not config.release:
+            if config.release_public_key:
+                raise ConfigError("release_public_key is set but no release: name the release to serve")
+            return None
+        folder = Path(config.release)
+        if config.release_public_key:
+            from governance.release import verify_release
+
+            verified = verify_release(folder, Path(config.release_public_key))
+            second = sorted(explicit & {"reasoner", "embedder", "tflite.embedder_dir", "tflite.reasoner_dir"})
+            if second:
+                raise ConfigError(
+                    f"release {verified.name} decides the models served; remove {', '.join(second)} from "
+                    "the server config (no second path to another model)"
+                )
+            if config.vllm.served_model not in (None, verified.name):
+                raise ConfigError(
+                    f"vllm.served_model is {config.vllm.served_model!r} but the release is {verified.name!r}: "
+                    "serve the release under its id"
+                )
+            path = verified.model_path
+            self.models = {
+                "reasoner": str(path("reasoner")),
+                "embedder": str(path("embedder")) if path("embedder") else None,
+                "vllm_model": verified.name,
+                "edge_embedder": str(path("tflite_embedder")) if path("tflite_embedder") else None,
+                "edge_reasoner": str(path("tflite_causal_lm")) if path("tflite_causal_lm") else None,
+            }
+            name, manifest_hash, served = verified.name, verified.manifest_hash, verified.served_hashes()
+        else:
+            manifest = verify_artifact(folder)
+            if manifest.kind == "release":
                 raise ConfigError(
                     "a signed release needs release_public_key (the trusted ed25519 public key)"
                 )
-            from governance.release import verify_release
-
-            verify_release(folder, Path(self.config.release_public_key))
-            manifest = load_manifest(folder)
-            served_hash = manifest.input("merged_model").hash
-        else:
-            manifest = verify_artifact(folder)
+            if (
+                "reasoner" in explicit
+                and config.reasoner
+                and Path(config.reasoner).resolve() != folder.resolve()
+            ):
+                raise ConfigError(
+                    f"reasoner {config.reasoner} is not the release {folder}: the server runs the model "
+                    "whose card it shows (drop reasoner: or point it at the release)"
+                )
+            self.models["reasoner"] = str(folder)
+            name, manifest_hash, served = manifest.name, manifest.content_hash, {manifest.content_hash}
         card = folder / "README.md"
         return {
             "manifest": (folder / "manifest.json").read_text(),
-            "card": card.read_text()
-            if card.exists()
-            else f"# {manifest.name}\n\nNo model card in {folder.name}.",
-            "name": manifest.name,
-            "hash": served_hash or manifest.content_hash,
+            "card": card.read_text() if card.exists() else f"# {name}\n\nNo model card in {folder.name}.",
+            "name": name,
+            "hash": manifest_hash,
+            "served": served,
         }
 
     async def start(self) -> None:

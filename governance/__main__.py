@@ -37,6 +37,11 @@ def _main(argv: list[str]) -> int:
         "--task", default="screening", help="task card: screening, radiology, or a YAML file"
     )
     release.add_argument(
+        "--embedder",
+        default="embedded:all-minilm-l6-v2",
+        help="the embedder the server loads with this release ('none': a release without one)",
+    )
+    release.add_argument(
         "--export",
         type=Path,
         action="append",
@@ -78,6 +83,7 @@ def _main(argv: list[str]) -> int:
             args.release_id,
             args.task,
             args.export,
+            None if args.embedder == "none" else args.embedder,
         )
         print(f"release: {out}")
     elif args.action == "card":
@@ -111,13 +117,17 @@ def _main(argv: list[str]) -> int:
         else:
             print(text)
     elif args.action == "lineage":
+        from governance.release import bundled_links
         from hai_tools.chain import verify_chain
+        from hai_tools.manifest import verify_artifact
 
+        manifest = verify_artifact(args.path)
+        links = bundled_links(args.path, manifest) if manifest.kind == "release" else verify_chain(args.path)
         print("graph BT")
         nodes: dict[str, str] = {}
         edges: set[tuple[str, str]] = set()
         parents: dict[int, str] = {}
-        for link in verify_chain(Path(args.path)):
+        for link in links:
             key = f"{link.kind}:{link.hash}"
             if key not in nodes:
                 nodes[key] = f"n{len(nodes)}"
@@ -128,8 +138,11 @@ def _main(argv: list[str]) -> int:
         for child, parent in sorted(edges):
             print(f"  {child} --> {parent}")
     else:
-        links = verify_release(args.path, args.public_key)
-        print(f"ok release {args.path}: signature and {len(links)} linked artifact(s) verified")
+        verified = verify_release(args.path, args.public_key)
+        print(
+            f"ok release {verified.name} {verified.manifest_hash}: signature, every file "
+            f"({', '.join(sorted(verified.serving))} included) and {len(verified.links)} chain link(s) verified"
+        )
     return 0
 
 

@@ -19,12 +19,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
 
 from evals.gate import apply_gate, load_policy
 from evals.report import EvalReport
 from governance.card import render_model_card
 from governance.task import load_task
-from hai_tools.chain import verify_chain
+from hai_tools.chain import ChainLink, collect_chain, verify_bundled_chain, verify_chain
 from hai_tools.errors import HaiError, ManifestError
 from hai_tools.manifest import (
     MANIFEST_NAME,
@@ -32,10 +33,15 @@ from hai_tools.manifest import (
     ArtifactInput,
     Manifest,
     atomic_folder,
+    check_sealed,
     code_version,
+    content_hash,
+    dump_json,
+    load_manifest,
     verify_artifact,
     write_manifest,
 )
+from hai_tools.models import EMBEDDED_EMBEDDER, folder_identity, resolve_base_model, weight_files
 
 
 class ReleaseRefused(HaiError):
@@ -111,6 +117,13 @@ def export_entries(
     return inputs, links, rows
 
 
+SERVING_KEY = "serving"
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+
+
 def create_release(
     merged_dir: Path,
     report_dir: Path,
@@ -120,7 +133,11 @@ def create_release(
     release_id: str | None = None,
     task_spec: str | Path = "screening",
     exports: list[Path] | None = None,
+    embedder: str | None = EMBEDDED_EMBEDDER,
 ) -> Path:
+    """A release is a serving bundle: the gate-passing merged model, the embedder and the edge exports the server
+    loads (copied under `models/`), the card, eval report, gate result, lineage, and the manifest of every link of
+    their chains (under `chain/`), all listed with their hashes in one manifest signed with `key_path`."""
     task, task_text = load_task(task_spec)
     merged = verify_artifact(merged_dir, kind="merged_model")
     report_manifest = verify_artifact(report_dir, kind="eval_report")
@@ -134,9 +151,39 @@ def create_release(
     lineage = verify_chain(merged_dir)
     export_inputs, export_links, export_rows = export_entries(exports or [], merged)
     lineage += export_links
+    chain = collect_chain(merged_dir) | collect_chain(report_dir)
+    for folder in exports or []:
+        chain |= collect_chain(folder)
     key = _load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
+    serving: dict[str, Any] = {
+        "reasoner": {"path": "models/reasoner", "kind": "merged_model", "hash": merged.content_hash}
+    }
+    inputs = [
+        ArtifactInput(kind="merged_model", name=merged.name, hash=merged.content_hash, uri="models/reasoner"),
+        ArtifactInput(kind="eval_report", name=report_manifest.name, hash=report_manifest.content_hash),
+    ]
     with atomic_folder(output_dir) as tmp:
+        _copy_model(Path(merged_dir), tmp / "models" / "reasoner")
+        if embedder:
+            ref = resolve_base_model(embedder)
+            _copy_model(Path(ref.path), tmp / "models" / "embedder")
+            files = weight_files(tmp / "models" / "embedder")
+            if content_hash(files) != ref.identity:
+                raise ReleaseRefused(f"embedder {embedder} changed while it was copied into the release")
+            serving["embedder"] = {"path": "models/embedder", "kind": "embedder", "hash": ref.identity}
+            inputs.append(
+                ArtifactInput(kind="embedder", name=ref.id, hash=ref.identity, uri="models/embedder")
+            )
+            chain[ref.identity] = {"type": "files", "document": files}
+        for item in export_inputs:
+            where = f"models/edge/{item.kind}"
+            _copy_model(Path(str(item.uri)), tmp / where)
+            serving[item.kind] = {"path": where, "kind": item.kind, "hash": item.hash}
+            inputs.append(item.model_copy(update={"uri": where}))
+        (tmp / "chain").mkdir()
+        for link_hash, document in sorted(chain.items()):
+            (tmp / "chain" / f"{link_hash.removeprefix('sha256:')}.json").write_text(dump_json(document))
         shutil.copy(report_dir / "report.json", tmp / "eval_report.json")
         shutil.copy(report_dir / "report.html", tmp / "eval_report.html")
         (tmp / "gate.json").write_text(gate.model_dump_json(indent=2) + "\n")
@@ -148,42 +195,63 @@ def create_release(
         )
         (tmp / "policy.yaml").write_text(policy_path.read_text())
         (tmp / "task.yaml").write_text(task_text)
-        manifest = write_manifest(
+        write_manifest(
             tmp,
             Manifest(
                 kind="release",
                 name=name,
-                inputs=[
-                    ArtifactInput(
-                        kind="merged_model",
-                        name=merged.name,
-                        hash=merged.content_hash,
-                        uri=str(Path(merged_dir).resolve()),
-                    ),
-                    ArtifactInput(
-                        kind="eval_report",
-                        name=report_manifest.name,
-                        hash=report_manifest.content_hash,
-                        uri=str(Path(report_dir).resolve()),
-                    ),
-                    *export_inputs,
-                ],
-                config={"policy": str(policy_path)},
+                inputs=inputs,
+                config={"policy": policy_path.name},
                 code_version=code_version(),
                 metrics={k: v.value for k, v in report.metrics.items()},
-                extra={"gate_passed": True, "clinician_review_required": True},
+                extra={SERVING_KEY: serving, "gate_passed": True, "clinician_review_required": True},
             ),
         )
         signature = key.sign((tmp / MANIFEST_NAME).read_bytes())
         (tmp / SIGNATURE_NAME).write_text(base64.b64encode(signature).decode() + "\n")
-        assert manifest.kind == "release"
     return Path(output_dir).resolve()
 
 
-def verify_release(folder: Path, public_key: Path) -> list[Any]:
-    """Signature over the manifest (trusted key), every file hash, then the whole chain of inputs."""
+class VerifiedRelease(BaseModel):
+    """A release that verified: its id, its manifest's hash, and where each served model is in the folder."""
+
+    folder: str
+    name: str
+    manifest_hash: str
+    serving: dict[str, dict[str, str]]
+    links: list[ChainLink]
+
+    def model_path(self, role: str) -> Path | None:
+        entry = self.serving.get(role)
+        return Path(self.folder) / entry["path"] if entry else None
+
+    def served_hashes(self) -> set[str]:
+        return {entry["hash"] for entry in self.serving.values()}
+
+
+def bundled_links(folder: Path, manifest: Manifest) -> list[ChainLink]:
+    """The release (depth 0) and the chain of each of its inputs, checked from the documents under `chain/`."""
+    documents: dict[str, dict[str, Any]] = {}
+    for path in sorted((folder / "chain").glob("*.json")):
+        try:
+            documents["sha256:" + path.stem] = json.loads(path.read_text())
+        except ValueError:
+            raise ManifestError(f"{folder}: chain/{path.name} is not JSON") from None
+    links = [ChainLink(kind="release", name=manifest.name, hash=manifest.content_hash, where=".", depth=0)]
+    for item in manifest.inputs:
+        for link in verify_bundled_chain(item.hash, documents, item.kind, item.name):
+            links.append(link.model_copy(update={"depth": link.depth + 1}))
+    return links
+
+
+def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
+    """From the release folder and the public key alone, on any machine: the manifest is sealed and signed by the
+    trusted key; every file hashes as listed (the served models included); each served model is the artifact
+    the manifest names; and the bundled chain of every input closes, link by link, down to the datasets."""
     folder = Path(folder)
     signature_path = folder / SIGNATURE_NAME
+    manifest = load_manifest(folder)
+    check_sealed(manifest, f"{folder}/{MANIFEST_NAME}")
     if not signature_path.exists():
         raise ManifestError(f"{folder} is not signed (no {SIGNATURE_NAME})")
     try:
@@ -193,10 +261,22 @@ def verify_release(folder: Path, public_key: Path) -> list[Any]:
     except (InvalidSignature, ValueError):
         raise ManifestError(f"{folder}: release signature does not verify with {public_key.name}") from None
     manifest = verify_artifact(folder, kind="release")
-    links: list[Any] = []
-    for item in manifest.inputs:
-        if item.uri:
-            links.extend(verify_chain(Path(item.uri)))
-            if links and item.kind == "merged_model" and links[0].hash != item.hash:
-                raise ManifestError(f"merged model at {item.uri} is not the one released")
-    return links
+    serving = manifest.extra.get(SERVING_KEY)
+    if not isinstance(serving, dict) or "reasoner" not in serving:
+        raise ManifestError(f"{folder}: the release lists no served models (made by an older hai-tools?)")
+    for role, entry in serving.items():
+        path = folder / entry["path"]
+        if entry["kind"] == "embedder":
+            own = folder_identity(path)
+        else:
+            own = verify_artifact(path, kind=entry["kind"]).content_hash
+        if own != entry["hash"]:
+            raise ManifestError(f"{folder}: the {role} in {entry['path']} is not the one the release lists")
+    links = bundled_links(folder, manifest)
+    return VerifiedRelease(
+        folder=str(folder.resolve()),
+        name=manifest.name,
+        manifest_hash=manifest.content_hash,
+        serving={role: {k: str(v) for k, v in entry.items()} for role, entry in serving.items()},
+        links=links,
+    )

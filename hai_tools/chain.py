@@ -77,6 +77,8 @@ class _Walker:
         self.documents[own] = {"type": "manifest", "document": manifest.model_dump(mode="json")}
         for item in manifest.inputs:
             where = f"{item.kind} '{item.name}' of {path}"
+            if item.uri and not Path(item.uri).is_absolute():  # a release names its bundled models relatively
+                item = item.model_copy(update={"uri": str(path / item.uri)})
             if item.kind == "dataset":
                 parse_ref(item.name)
                 try:
@@ -123,7 +125,9 @@ def collect_chain(folder: Path, store: ArtifactStore | None = None) -> dict[str,
     return walker.documents
 
 
-def verify_bundled_chain(root: str, documents: dict[str, dict[str, Any]]) -> list[ChainLink]:
+def verify_bundled_chain(
+    root: str, documents: dict[str, dict[str, Any]], kind: str = "artifact", name: str = ""
+) -> list[ChainLink]:
     """Check a chain from its bundled documents alone: each document hashes to the key its consumer recorded,
     and every input it names is itself in the bundle (or is a recorded leaf: a GGUF, an eval suite)."""
     links: list[ChainLink] = []
@@ -169,5 +173,5 @@ def verify_bundled_chain(root: str, documents: dict[str, dict[str, Any]]) -> lis
             else:
                 visit(item.hash, item.kind, item.name, depth + 1, f"{manifest.kind} '{manifest.name}'")
 
-    visit(root, "artifact", root, 0, "the release")
+    visit(root, kind, name or root[:19], 0, "the release")
     return links

@@ -27,6 +27,7 @@ class ModelIdentity(BaseModel):
     base: str
     adapter: str | None = None
     release: str | None = None
+    release_hash: str | None = Field(None, description="content hash of the signed release manifest")
     manifest_hash: str | None = None
 
 
