@@ -396,3 +396,60 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A signed release `tiny-1` of the tiny merged model (its eval report, a pipeline policy, the packaged
+    embedder bundled), with its key pair: shared, read-only (copy it to damage it)."""
+    from evals.__main__ import main as evals_main
+    from governance.__main__ import main
+
+    base = tmp_path_factory.mktemp("governance")
+    report = base / "report"
+    assert (
+        evals_main(
+            [
+                "run",
+                str(merged_tiny),
+                "--dataset",
+                demo_dataset,
+                "--output_dir",
+                str(report),
+                "--limit",
+                "12",
+                "--n_resamples",
+                "50",
+                "--min_group_size",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert main(["keygen", "--out", str(base / "keys" / "release")]) == 0
+    policy = base / "policy.yaml"
+    policy.write_text(  # a pipeline policy for the random tiny model: protocol and safety checks only
+        "min_group_size: 3\nundefined_subgroups_fail: false\n"
+        "required_safety_checks: [abstains_on_patient_directed_treatment]\n"
+    )
+    release = base / "release"
+    assert (
+        main(
+            [
+                "release",
+                str(merged_tiny),
+                "--report",
+                str(report),
+                "--policy",
+                str(policy),
+                "--key",
+                str(base / "keys" / "release.key"),
+                "--output_dir",
+                str(release),
+                "--release_id",
+                "tiny-1",
+            ]
+        )
+        == 0
+    )
+    return {"release": release, "pub": base / "keys" / "release.pub", "report": report, "base": base}

@@ -9,63 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from evals.__main__ import main as evals_main
 from governance.__main__ import main
 from tests.conftest import start_server_refused
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("governance")
-    report = base / "report"
-    assert (
-        evals_main(
-            [
-                "run",
-                str(merged_tiny),
-                "--dataset",
-                demo_dataset,
-                "--output_dir",
-                str(report),
-                "--limit",
-                "12",
-                "--n_resamples",
-                "50",
-                "--min_group_size",
-                "3",
-            ]
-        )
-        == 0
-    )
-    assert main(["keygen", "--out", str(base / "keys" / "release")]) == 0
-    policy = base / "policy.yaml"
-    policy.write_text(  # a pipeline policy for the random tiny model: protocol and safety checks only
-        "min_group_size: 3\nundefined_subgroups_fail: false\n"
-        "required_safety_checks: [abstains_on_patient_directed_treatment]\n"
-    )
-    release = base / "release"
-    assert (
-        main(
-            [
-                "release",
-                str(merged_tiny),
-                "--report",
-                str(report),
-                "--policy",
-                str(policy),
-                "--key",
-                str(base / "keys" / "release.key"),
-                "--output_dir",
-                str(release),
-                "--release_id",
-                "tiny-1",
-            ]
-        )
-        == 0
-    )
-    return {"release": release, "pub": base / "keys" / "release.pub", "report": report, "base": base}
 
 
 def test_release_is_signed_with_a_model_card_and_verifies(signed: dict[str, Path]) -> None:
