@@ -5,6 +5,7 @@
         --policy configs/gate_lenient.yaml --key keys/release.key --output_dir out/releases/screening-lora
     python -m governance verify out/releases/screening-lora --public_key keys/release.pub
     python -m governance lineage out/releases/screening-lora      # Mermaid graph of the verified chain
+    python -m governance audit-verify $HAI_HOME/audit/audit.jsonl # the audit log's chain (key: $HAI_AUDIT_KEY)
     python -m governance card out/merged/screening-lora --report out/evals/screening-lora \
         --policy configs/gate_lenient.yaml --output MODEL_CARD.md  # the card alone, before a release
 """
@@ -66,7 +67,20 @@ def _main(argv: list[str]) -> int:
     verify = sub.add_parser("verify", help="check a release's signature and every hash down its chain")
     verify.add_argument("path", type=Path)
     verify.add_argument("--public_key", type=Path, required=True, help="the trusted ed25519 public key (PEM)")
+    audit = sub.add_parser(
+        "audit-verify", help="check the audit log's chain: no line removed, reordered or edited"
+    )
+    audit.add_argument("path", type=Path, help="the audit log (JSON lines)")
+    audit.add_argument(
+        "--expect_head", help="SEQ:MAC printed by an earlier run: also detects lines cut from the end"
+    )
     args = parser.parse_args(argv)
+    if args.action == "audit-verify":
+        from hai_tools.audit import audit_key, verify_audit_log
+
+        seq, mac = verify_audit_log(args.path, audit_key(args.path), args.expect_head)
+        print(f"ok audit log {args.path}: {seq} entries chained; head {seq}:{mac}")
+        return 0
     from governance.release import create_release, verify_release
     from governance.release import keygen as make_keys
 

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
 from evals.gate import apply_gate, load_policy
@@ -27,6 +25,7 @@ from governance.card import render_model_card
 from governance.task import load_task
 from hai_tools.chain import ChainLink, collect_chain, verify_bundled_chain, verify_chain
 from hai_tools.errors import HaiError, ManifestError
+from hai_tools.keys import keygen, load_private, load_public
 from hai_tools.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -48,36 +47,7 @@ class ReleaseRefused(HaiError):
     """The release was not written: the gate failed or an input does not verify."""
 
 
-def keygen(prefix: Path) -> tuple[Path, Path]:
-    key = Ed25519PrivateKey.generate()
-    private, public = prefix.with_suffix(".key"), prefix.with_suffix(".pub")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    private.chmod(0o600)
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
-
-
-def _load_private(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ReleaseRefused(f"{path} is not an ed25519 private key")
-    return key
-
-
-def _load_public(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ManifestError(f"{path} is not an ed25519 public key")
-    return key
+__all__ = ["ReleaseRefused", "create_release", "keygen", "verify_release"]
 
 
 PARITY_KEYS = ("greedy_exact", "top1_agreement", "min_cosine", "mean_cosine", "size_ratio_to_fp32")
@@ -154,7 +124,7 @@ def create_release(
     chain = collect_chain(merged_dir) | collect_chain(report_dir)
     for folder in exports or []:
         chain |= collect_chain(folder)
-    key = _load_private(key_path)
+    key = load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
     serving: dict[str, Any] = {
         "reasoner": {"path": "models/reasoner", "kind": "merged_model", "hash": merged.content_hash}
@@ -255,7 +225,7 @@ def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
     if not signature_path.exists():
         raise ManifestError(f"{folder} is not signed (no {SIGNATURE_NAME})")
     try:
-        _load_public(public_key).verify(
+        load_public(public_key).verify(
             base64.b64decode(signature_path.read_text().strip()), (folder / MANIFEST_NAME).read_bytes()
         )
     except (InvalidSignature, ValueError):

@@ -45,6 +45,7 @@ class Caller(BaseModel):
 
     id: str = Field(pattern=CALLER_ID)
     role: Role = "pipeline"
+    token_id: str | None = Field(None, description="names the token that authenticated (never the token)")
 
 
 class CallerEntry(BaseModel):
@@ -61,6 +62,11 @@ class CallerEntry(BaseModel):
 def token_digest(token: str) -> str:
     """sha256 of a token (tokens are 32 random bytes, so a plain hash is enough to store them)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_id(digest: str) -> str:
+    """A short public name for a token, from its stored digest: what audit entries and records show."""
+    return "tok_" + hashlib.sha256(f"token-id:{digest}".encode()).hexdigest()[:12]
 
 
 def default_registry_path() -> Path:
@@ -136,7 +142,9 @@ class CallerRegistry:
         digest = token_digest(token)
         for entry in self.load().values():
             if hmac.compare_digest(digest, entry.token_sha256):
-                return Caller(id=entry.id, role=entry.role) if entry.active else None
+                return (
+                    Caller(id=entry.id, role=entry.role, token_id=token_id(digest)) if entry.active else None
+                )
         return None
 
 

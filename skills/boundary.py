@@ -16,7 +16,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from hai_tools.callers import ROLES, Caller, CallerRegistry, acting_as
+from hai_tools.callers import ROLES, Caller, CallerRegistry, acting_as, token_digest, token_id
 
 PIPELINE_TOOLS = frozenset({"embed", "submit_for_review", "get_reviewed_result"})
 # MCP methods a pipeline caller may use besides tools/call of PIPELINE_TOOLS; everything else is refused.
@@ -85,7 +85,7 @@ class CallerResolver:
         caller = self.registry.resolve(token)
         legacy = self.legacy_token
         if caller is None and token and legacy and hmac.compare_digest(token.encode(), legacy.encode()):
-            caller = Caller(id="token", role="pipeline")
+            caller = Caller(id="token", role="pipeline", token_id=token_id(token_digest(token)))
         return caller
 
     def from_headers(self, headers: Any) -> Caller | None:

@@ -111,7 +111,11 @@ def test_every_tool_and_resource_end_to_end(
     assert {"embed", "reason", "screen"} <= {entry["tool"] for entry in audit}
     raw = Path(server_env["HAI_AUDIT_LOG"]).read_text()
     assert "ibuprofen" not in raw and "walks alone" not in raw  # hashes only, never patient text
-    assert all(entry["input_hash"].startswith("sha256:") for entry in audit)
+    assert all(entry["input_hash"].startswith("hmac-sha256:") for entry in audit)
+    from hai_tools.audit import audit_key, verify_audit_log
+
+    log = Path(server_env["HAI_AUDIT_LOG"])
+    assert verify_audit_log(log, audit_key(log))[0] == len(audit)  # one chain across server processes
 
 
 def test_bad_input_gets_typed_errors_and_the_server_keeps_serving(
