@@ -234,21 +234,57 @@ def serve_openai(model: Path, log: Path, env: dict[str, str]) -> tuple[subproces
     return proc, base
 
 
+REVIEWER_PASSPHRASE = "correct horse battery staple"
+
+
 def write_workflow_config(folder: Path, **values: object) -> Path:
-    """A workflow config whose databases, reviewers and review key live in `folder`."""
+    """A workflow config whose databases, reviewer registry, admin public key, review key and data key live in
+    `folder`."""
     import yaml
 
+    write_data_key(folder)
     config = {
         "checkpointer": str(folder / "checkpoints.sqlite"),
         "records": str(folder / "records.sqlite"),
         "reviewers": str(folder / "reviewers.yaml"),
+        "admin_public_key": str(folder / "admin.pub"),
         "signing_key": str(folder / "review.key"),
+        "data_key_file": str(folder / "data.key"),
         "max_new_tokens": 8,
         **values,
     }
     path = folder / "workflow.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def write_data_key(folder: Path) -> Path:
+    """A data-at-rest key file in `folder` (created once)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "data.key").exists():
+        (folder / "data.key").write_text(os.urandom(32).hex())
+    return folder / "data.key"
+
+
+def make_reviewer(folder: Path, reviewer_id: str, role: str) -> Path:
+    """A reviewer's own key pair under `folder/profiles` (wrapped by REVIEWER_PASSPHRASE), registered in
+    `folder/reviewers.yaml` with the admin key `folder/admin.key` (created on first use); returns the private
+    key's path."""
+    from hai_tools.keys import keygen, load_private
+    from hai_tools.workflow.reviewers import ReviewerRegistry
+
+    if not (folder / "admin.key").exists():
+        keygen(folder / "admin")
+    private, public = keygen(folder / "profiles" / reviewer_id, REVIEWER_PASSPHRASE)
+    registry = ReviewerRegistry(folder / "reviewers.yaml", folder / "admin.pub")
+    registry.add(reviewer_id, role, public.read_text(), load_private(folder / "admin.key"))
+    return private
+
+
+def reviewer_key(path: Path) -> Any:
+    from hai_tools.keys import load_private
+
+    return load_private(path, REVIEWER_PASSPHRASE)
 
 
 def make_callers(path: Path, **roles: str) -> dict[str, str]:

@@ -1,16 +1,24 @@
 """`python -m hai_tools.workflow`: run cases through the clinical workflow and review them.
 
-    python -m hai_tools.workflow reviewer-add --id dr-lee --role pediatrician    # prints the token once
-    python -m hai_tools.workflow start --case_id c-001 --age_months 18 --observations "No words; does not point."
+    python -m hai_tools.workflow admin-keygen --out keys/admin                   # the admin, once
+    HAI_REVIEWER_PASSPHRASE=... python -m hai_tools.workflow reviewer-keygen --id dr-lee   # the reviewer
+    python -m hai_tools.workflow reviewer-add --id dr-lee --role pediatrician \
+        --public_key ~/.config/hai-tools/reviewers/dr-lee.pub --admin_key keys/admin.key
+    python -m hai_tools.workflow start --case case.json          # or: ... --case - < case.json
     python -m hai_tools.workflow list
-    python -m hai_tools.workflow show c-001-1a2b3c4d
-    HAI_REVIEWER_TOKEN=... python -m hai_tools.workflow approve c-001-1a2b3c4d --reviewer dr-lee
-    HAI_REVIEWER_TOKEN=... python -m hai_tools.workflow edit c-001-1a2b3c4d --reviewer dr-lee --text "Refer ..."
-    HAI_REVIEWER_TOKEN=... python -m hai_tools.workflow reject c-001-1a2b3c4d --reviewer dr-lee --reason "..."
-    python -m hai_tools.workflow record c-001-1a2b3c4d
+    python -m hai_tools.workflow show THREAD
+    HAI_REVIEWER_PASSPHRASE=... python -m hai_tools.workflow approve THREAD --reviewer dr-lee
+    HAI_REVIEWER_PASSPHRASE=... python -m hai_tools.workflow edit THREAD --reviewer dr-lee --text_file text.txt
+    HAI_REVIEWER_PASSPHRASE=... python -m hai_tools.workflow reject THREAD --reviewer dr-lee --reason_file -
+    python -m hai_tools.workflow record THREAD
+    python -m hai_tools.workflow verify                          # the review chain
+    python -m hai_tools.workflow export-history --out history.jsonl   # the chain, no patient data
+    python -m hai_tools.workflow verify-history history.jsonl --reviewers reviewers.yaml \
+        --admin_public_key admin.pub --service_public_key review.pub  # anywhere, from those files alone
+    python -m hai_tools.workflow erase THREAD                    # forget one case's patient data
 
-Config: --config FILE (or $HAI_WORKFLOW_CONFIG), see configs/workflow.yaml. Tokens come from the environment
-(HAI_REVIEWER_TOKEN), never from flags.
+Config: --config FILE (or $HAI_WORKFLOW_CONFIG), see configs/workflow.yaml. Patient data (a case, a clinician's
+text or reason) is read from files or stdin, never from argv; passphrases come from the environment.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hai_tools.cli import run_cli
+from hai_tools.errors import ConfigError
 
 
 def _print_payload(payload: dict[str, Any]) -> None:
@@ -46,61 +55,128 @@ def _print_payload(payload: dict[str, Any]) -> None:
     print(f"  proposal hash: {payload['proposal_hash']}")
 
 
+def _read(source: str) -> str:
+    """A file's text, or stdin's for '-'."""
+    if source == "-":
+        return sys.stdin.read()
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such file")
+    return path.read_text()
+
+
+def _passphrase(env: str) -> str | None:
+    return os.environ.get(env) or None
+
+
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m hai_tools.workflow", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", type=Path, help="workflow YAML; default $HAI_WORKFLOW_CONFIG or built-ins"
     )
     sub = parser.add_subparsers(dest="action", required=True)
-    add = sub.add_parser(
-        "reviewer-add", help="register a reviewer (or re-issue a token); prints the token once"
+    admin = sub.add_parser("admin-keygen", help="the admin key pair that signs the reviewer registry")
+    admin.add_argument("--out", type=Path, required=True, help="PREFIX: writes PREFIX.key and PREFIX.pub")
+    rkey = sub.add_parser(
+        "reviewer-keygen", help="a reviewer's own key pair, wrapped by $HAI_REVIEWER_PASSPHRASE"
     )
+    rkey.add_argument("--id", required=True)
+    rkey.add_argument("--out", type=Path, help="PREFIX (default: the reviewer profile folder / ID)")
+    add = sub.add_parser("reviewer-add", help="register a reviewer's public key (signed by the admin key)")
     add.add_argument("--id", required=True)
     add.add_argument("--role", required=True)
+    add.add_argument("--public_key", type=Path, required=True, help="the reviewer's PREFIX.pub")
+    add.add_argument(
+        "--admin_key", type=Path, required=True, help="admin private key ($HAI_ADMIN_PASSPHRASE)"
+    )
+    off = sub.add_parser("reviewer-deactivate", help="deactivate a reviewer's key (signed by the admin key)")
+    off.add_argument("--id", required=True)
+    off.add_argument("--admin_key", type=Path, required=True)
+    sub.add_parser("reviewers", help="registered reviewers and their keys (after checking the registry)")
     start = sub.add_parser("start", help="run a case up to clinician review")
-    start.add_argument("--case", type=Path, help="JSON file {case_id, age_months, observations[, question]}")
-    start.add_argument("--case_id")
-    start.add_argument("--age_months", type=int)
-    start.add_argument("--observations")
-    start.add_argument("--question")
+    start.add_argument(
+        "--case",
+        required=True,
+        help="JSON file {case_id, age_months, observations[, question]}, or - (stdin)",
+    )
     listing = sub.add_parser("list", help="cases waiting for review (--all: every case)")
     listing.add_argument("--all", action="store_true")
-    for name in ("show", "record"):
+    for name in ("show", "record", "erase"):
         sub.add_parser(name, help=f"{name} one case").add_argument("thread_id")
     for name in ("approve", "edit", "reject"):
-        decide = sub.add_parser(name, help=f"{name} a pending case (token from $HAI_REVIEWER_TOKEN)")
+        decide = sub.add_parser(name, help=f"{name} a pending case, signed with the reviewer's own key")
         decide.add_argument("thread_id")
         decide.add_argument("--reviewer", required=True)
+        decide.add_argument("--key", type=Path, help="private key (default: the reviewer profile's ID.key)")
         if name == "edit":
-            decide.add_argument("--text", required=True, help="the clinician's text that is released")
+            decide.add_argument("--text_file", required=True, help="the clinician's text, from a file or -")
         if name == "reject":
-            decide.add_argument("--reason", required=True)
+            decide.add_argument("--reason_file", required=True, help="why, from a file or -")
+    verify = sub.add_parser("verify", help="walk the review chain (and the stored cases)")
+    verify.add_argument("--expect_head", help="SEQ:HASH printed by an earlier run: detects a cut tail")
+    export = sub.add_parser("export-history", help="the review chain as JSON lines (no patient data)")
+    export.add_argument("--out", type=Path, required=True)
+    history = sub.add_parser("verify-history", help="verify an exported review chain from public files alone")
+    history.add_argument("path", type=Path)
+    history.add_argument("--reviewers", type=Path, required=True)
+    history.add_argument("--admin_public_key", type=Path, required=True)
+    history.add_argument("--service_public_key", type=Path, required=True)
+    history.add_argument("--expect_head")
     args = parser.parse_args(argv)
 
-    from hai_tools.workflow.review import ReviewerRegistry
+    from hai_tools.keys import keygen, load_private, load_public
+    from hai_tools.workflow.reviewers import ReviewerRegistry, profile_dir
+
+    if args.action == "admin-keygen":
+        private, public = keygen(args.out, _passphrase("HAI_ADMIN_PASSPHRASE"))
+        print(f"admin private key: {private} (keep it with the admin)\nadmin public key: {public} (pin it)")
+        return 0
+    if args.action == "reviewer-keygen":
+        passphrase = _passphrase("HAI_REVIEWER_PASSPHRASE")
+        if not passphrase:
+            raise ConfigError("set HAI_REVIEWER_PASSPHRASE: a reviewer's key is kept wrapped by a passphrase")
+        private, public = keygen(args.out or profile_dir() / args.id, passphrase)
+        print(f"reviewer key: {private} (yours alone)\npublic key: {public} (give it to the admin)")
+        return 0
+    if args.action == "verify-history":
+        from hai_tools.workflow.records import verify_review_chain
+
+        entries = [json.loads(line) for line in args.path.read_text().splitlines() if line.strip()]
+        seq, head, _ = verify_review_chain(
+            entries,
+            ReviewerRegistry(args.reviewers, args.admin_public_key),
+            load_public(args.service_public_key),
+            expect_head=args.expect_head,
+        )
+        print(f"ok review history {args.path}: {seq} decisions chained and signed; head {seq}:{head}")
+        return 0
+
     from hai_tools.workflow.service import ReviewService, load_workflow_config
 
     config = load_workflow_config(args.config)
+    registry = ReviewerRegistry(
+        config.path(config.reviewers, "reviewers.yaml"), config.path(config.admin_public_key, "admin.pub")
+    )
     if args.action == "reviewer-add":
-        token = ReviewerRegistry(config.path(config.reviewers, "reviewers.yaml")).add(args.id, args.role)
-        print(f"reviewer {args.id} ({args.role}) registered. Token (shown once, keep it secret):\n{token}")
+        admin_key = load_private(args.admin_key, _passphrase("HAI_ADMIN_PASSPHRASE"))
+        entry = registry.add(args.id, args.role, args.public_key.read_text(), admin_key)
+        print(f"reviewer {entry.id} ({entry.role}) registered with key {entry.key_id}")
+        return 0
+    if args.action == "reviewer-deactivate":
+        registry.deactivate(args.id, load_private(args.admin_key, _passphrase("HAI_ADMIN_PASSPHRASE")))
+        print(f"reviewer {args.id} deactivated")
+        return 0
+    if args.action == "reviewers":
+        for entry in registry.entries():
+            state = "active" if entry.active else f"inactive since {entry.deactivated_at}"
+            print(f"{entry.id}\t{entry.role}\t{entry.key_id}\t{state}")
         return 0
     service = ReviewService(config)
     if args.action == "start":
-        case = (
-            json.loads(args.case.read_text())
-            if args.case
-            else {
-                k: v
-                for k, v in {
-                    "case_id": args.case_id,
-                    "age_months": args.age_months,
-                    "observations": args.observations,
-                    "question": args.question,
-                }.items()
-                if v is not None
-            }
-        )
+        try:
+            case = json.loads(_read(args.case))
+        except ValueError:
+            raise ConfigError("the case is not valid JSON") from None
         _print_payload(asyncio.run(service.start(case)))
     elif args.action == "list":
         rows = service.store.cases() if args.all else service.pending()
@@ -114,13 +190,31 @@ def _main(argv: list[str]) -> int:
         record = service.record(args.thread_id)
         print(json.dumps(record, indent=2) if record else f"case {args.thread_id} has not been reviewed")
         return 0 if record else 1
+    elif args.action == "erase":
+        asyncio.run(service.erase(args.thread_id))
+        print(f"case {args.thread_id}: patient data erased; its review-chain entry remains (digests only)")
+    elif args.action == "verify":
+        seq, head, erased = service.verify(args.expect_head)
+        print(
+            f"ok review chain: {seq} decisions chained and signed ({erased} erased cases); head {seq}:{head}"
+        )
+    elif args.action == "export-history":
+        from hai_tools.manifest import atomic_write_text
+
+        atomic_write_text(
+            args.out, "".join(json.dumps(e, sort_keys=True) + "\n" for e in service.store.chain())
+        )
+        print(f"review history: {args.out}")
     else:
         decision: dict[str, Any] = {"action": args.action, "reviewer_id": args.reviewer}
         if args.action == "edit":
-            decision["text"] = args.text
+            decision["text"] = _read(args.text_file).strip()
         if args.action == "reject":
-            decision["reason"] = args.reason
-        record = asyncio.run(service.decide(args.thread_id, decision, os.environ.get("HAI_REVIEWER_TOKEN")))
+            decision["reason"] = _read(args.reason_file).strip()
+        key = load_private(
+            args.key or profile_dir() / f"{args.reviewer}.key", _passphrase("HAI_REVIEWER_PASSPHRASE")
+        )
+        record = asyncio.run(service.decide(args.thread_id, decision, key))
         released = record["released_text"]
         print(
             f"case {record['case_id']}: {record['decision']} by {record['reviewer_id']} at {record['decided_at']}; "

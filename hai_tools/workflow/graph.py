@@ -3,9 +3,10 @@
     intake -> retrieve (EmbedSkill) -> reason (ReasonerSkill) -> safety_check -> clinician_review -> finalize
 
 `clinician_review` pauses the graph with `interrupt()` carrying the proposal, the model identity, the evidence
-and the safety flags; it resumes only with a decision signed by the review service for this exact proposal.
-`finalize` re-verifies that decision, builds the final record (approve releases the model's answer, edit the
-clinician's text and keeps both, reject releases nothing), signs it and stores it. The graph has no edge
+and the safety flags; it resumes only with a decision signed by a registered reviewer's own key for this exact
+case and proposal. `finalize` re-verifies that decision, builds the final record (approve releases the model's
+answer, edit the clinician's text and keeps both, reject releases nothing), and stores it, encrypted, with its
+entry in the review chain (hai_tools.workflow.records). The graph has no edge
 around the review node, and `finalize` refuses any state that did not come through it.
 
 For other LangGraph apps: `build_graph(...)` returns the uncompiled StateGraph; `make_review_node` and
@@ -20,20 +21,21 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hai_tools.errors import HaiError
+from hai_tools.keys import key_id, sign
+from hai_tools.manifest import canonical_json
+from hai_tools.workflow.records import RecordStore
 from hai_tools.workflow.review import (
-    RecordStore,
     ReviewRefused,
-    canonical,
-    key_id,
+    new_salt,
     proposal_hash,
     release_statement,
-    sign,
     verify_signed_decision,
 )
+from hai_tools.workflow.reviewers import ReviewerRegistry
 from hai_tools.workflow.skills_client import Skills
 
 log = logging.getLogger("hai_tools.workflow")
@@ -68,6 +70,7 @@ class InputState(TypedDict):
 
 class WorkflowState(TypedDict, total=False):
     case: dict[str, Any]
+    case_salt: str
     submitted_by: dict[str, str]
     evidence: list[dict[str, Any]]
     proposal: dict[str, Any]
@@ -87,17 +90,25 @@ def load_corpus(path: str | None = None) -> list[dict[str, str]]:
     return [{"id": str(p["id"]), "text": str(p["text"])} for p in data["passages"]]
 
 
-def make_review_node(public: Ed25519PublicKey) -> Any:
-    """The clinician_review node: pause with everything the clinician needs; accept only a signed decision."""
+def _proposal_hash(state: WorkflowState) -> str:
+    return proposal_hash(
+        state["case_salt"], state["case"], state["proposal"], state["evidence"], state["safety_flags"]
+    )
+
+
+def make_review_node(reviewers: ReviewerRegistry) -> Any:
+    """The clinician_review node: pause with everything the clinician needs; accept only a decision signed by a
+    registered, active reviewer's key."""
     from langgraph.config import get_config
     from langgraph.types import interrupt
 
     def clinician_review(state: WorkflowState) -> dict[str, Any]:
         thread_id = get_config()["configurable"]["thread_id"]
-        expected = proposal_hash(state["proposal"], state["evidence"], state["safety_flags"])
+        expected = _proposal_hash(state)
         payload = {
             "thread_id": thread_id,
             "case": state["case"],
+            "case_salt": state["case_salt"],
             "proposal": state["proposal"],
             "evidence": state["evidence"],
             "safety_flags": state["safety_flags"],
@@ -107,7 +118,7 @@ def make_review_node(public: Ed25519PublicKey) -> Any:
         while True:  # a resume that is not a valid signed decision pauses the case again, unchanged
             raw = interrupt(payload)
             try:
-                decision = verify_signed_decision(raw, public, thread_id, expected)
+                decision = verify_signed_decision(raw, reviewers, thread_id, expected, state["case_salt"])
             except ReviewRefused as exc:
                 log.warning("case thread %s: resume refused (%s); still waiting for review", thread_id, exc)
                 continue
@@ -116,8 +127,9 @@ def make_review_node(public: Ed25519PublicKey) -> Any:
     return clinician_review
 
 
-def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore) -> Any:
-    """The finalize node: the signed final record; refuses a decision that did not come through review."""
+def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore, reviewers: ReviewerRegistry) -> Any:
+    """The finalize node: the final record and its review-chain entry; refuses a decision that did not come
+    through review."""
     from langgraph.config import get_config
     from langgraph.graph import END
 
@@ -127,9 +139,11 @@ def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore) -> Any:
         from langgraph.types import Command
 
         thread_id = get_config()["configurable"]["thread_id"]
-        expected = proposal_hash(state["proposal"], state["evidence"], state["safety_flags"])
+        expected = _proposal_hash(state)
         try:
-            decision = verify_signed_decision(state.get("decision"), public, thread_id, expected)
+            decision = verify_signed_decision(
+                state.get("decision"), reviewers, thread_id, expected, state["case_salt"]
+            )
         except ReviewRefused as exc:
             # reached without a decision from the review node (e.g. a state written by hand): back to review
             log.warning(
@@ -138,14 +152,17 @@ def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore) -> Any:
             return Command(goto="clinician_review", update={"decision": None})
         proposal = state["proposal"]
         model_text = proposal.get("answer_text")
-        released = {"approve": model_text, "edit": decision.text, "reject": None}[decision.action]
+        statement = decision.statement
+        released = {"approve": model_text, "edit": decision.text, "reject": None}[statement.action]
+        reviewer = reviewers.key(statement.reviewer_id, statement.reviewer_key_id, require_active=False)
         record = {
             "thread_id": thread_id,
             "case_id": state["case"]["case_id"],
-            "decision": decision.action,
-            "reviewer_id": decision.reviewer_id,
-            "reviewer_role": decision.reviewer_role,
-            "decided_at": decision.decided_at,
+            "decision": statement.action,
+            "reviewer_id": statement.reviewer_id,
+            "reviewer_role": reviewer.role,
+            "reviewer_key_id": statement.reviewer_key_id,
+            "decided_at": statement.decided_at,
             "released": released is not None,
             "released_text": released,
             "model_answer": model_text,
@@ -157,16 +174,16 @@ def make_finalize_node(key: Ed25519PrivateKey, store: RecordStore) -> Any:
             "evidence_ids": [e["id"] for e in state["evidence"]],
             "safety_flags": state["safety_flags"],
             "proposal_hash": expected,
-            "decision_signature": decision.signature,
+            "signed_decision": decision.model_dump(),
             "disclaimer": proposal.get("disclaimer"),
-            "finalized_at": decision.decided_at,
+            "finalized_at": statement.decided_at,
             "signing_key": key_id(public),
             "submitted_by": state.get("submitted_by"),
         }
         record["release"] = release_statement(record)
-        record["release_signature"] = sign(key, canonical(record["release"]))
-        store.put_record(thread_id, record, sign(key, canonical(record)), key_id(public))
-        store.set_status(thread_id, record["case_id"], f"finalized:{decision.action}")
+        record["release_signature"] = sign(key, canonical_json(record["release"]))
+        store.put_record(thread_id, record, state["case_salt"], decision.model_dump(), key)
+        store.set_status(thread_id, f"finalized:{statement.action}")
         return Command(goto=END, update={"record": record})
 
     return finalize
@@ -176,6 +193,7 @@ def build_graph(
     skills: Skills,
     key: Ed25519PrivateKey,
     store: RecordStore,
+    reviewers: ReviewerRegistry,
     corpus: list[dict[str, str]] | None = None,
     top_k: int = 2,
     max_new_tokens: int = 128,
@@ -190,7 +208,7 @@ def build_graph(
     corpus_vectors: list[np.ndarray] = []
 
     def intake(state: InputState) -> dict[str, Any]:
-        return {"case": validate_case(state["case"]).model_dump()}
+        return {"case": validate_case(state["case"]).model_dump(), "case_salt": new_salt()}
 
     async def retrieve(state: WorkflowState) -> dict[str, Any]:
         case = state["case"]
@@ -269,8 +287,10 @@ def build_graph(
     graph.add_node("retrieve", retrieve)
     graph.add_node("reason", reason)
     graph.add_node("safety_check", safety_check)
-    graph.add_node("clinician_review", make_review_node(key.public_key()))
-    graph.add_node("finalize", make_finalize_node(key, store), destinations=("clinician_review", END))
+    graph.add_node("clinician_review", make_review_node(reviewers))
+    graph.add_node(
+        "finalize", make_finalize_node(key, store, reviewers), destinations=("clinician_review", END)
+    )
     graph.add_edge(START, "intake")
     graph.add_edge("intake", "retrieve")
     graph.add_edge("retrieve", "reason")

@@ -1,31 +1,29 @@
-"""Clinician decisions and final records: who may decide (a reviewer registry of token hashes), what a valid
-decision is, and the ed25519 signatures that tie a decision to its proposal and seal the final record.
+"""Clinician decisions: what a valid decision is, the statement a reviewer signs with their own key, and the
+keyed hashes that tie it to the case and the proposal without holding patient text.
 
-A decision is accepted only through `ReviewService.decide` (hai_tools.workflow.service), which checks the
-reviewer's token and signs the decision with the workflow key; the review and finalize nodes verify that
-signature and the proposal hash, so a decision written into the graph state by any other path is refused.
+A reviewer's decision is a `DecisionStatement` (action, reviewer and key id, case thread, the proposal hash, keyed
+digests of the clinician's text or reason, time) signed with the reviewer's private key; the review and finalize
+nodes verify it against the reviewer registry (hai_tools.workflow.reviewers), so no decision exists that a
+registered reviewer did not sign, and the workflow service cannot make one. Digests are HMACs under the case's
+own random salt, kept with the case's (encrypted) data: while the case exists they prove what was decided; once
+it is erased they reveal nothing, and the signed statements in the review chain still verify.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hai_tools.errors import HaiError
-from hai_tools.manifest import atomic_write_text
+from hai_tools.keys import SignatureInvalid, verify
+from hai_tools.manifest import canonical_json
+from hai_tools.workflow.reviewers import REVIEWER_ID, ReviewerRegistry
 
 
 class ReviewRefused(HaiError):
@@ -38,7 +36,7 @@ class DecisionInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["approve", "edit", "reject"]
-    reviewer_id: str = Field(pattern=r"^[A-Za-z0-9._@-]{2,64}$")
+    reviewer_id: str = Field(pattern=REVIEWER_ID)
     text: str | None = Field(None, min_length=1, max_length=4000, description="edit: the clinician's text")
     reason: str | None = Field(None, min_length=1, max_length=1000, description="reject: why")
 
@@ -53,23 +51,68 @@ class DecisionInput(BaseModel):
         return self
 
 
-class SignedDecision(DecisionInput):
+class DecisionStatement(BaseModel):
+    """What the reviewer signs: no patient text, only keyed digests of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["approve", "edit", "reject"]
+    reviewer_id: str = Field(pattern=REVIEWER_ID)
+    reviewer_key_id: str
     thread_id: str
     proposal_hash: str
-    reviewer_role: str
+    text_digest: str | None = None
+    reason_digest: str | None = None
     decided_at: str
-    signature: str = ""
 
     def payload(self) -> bytes:
-        return canonical(self.model_dump(exclude={"signature"}))
+        """The exact bytes a reviewer's key signs (canonical JSON: a browser can sign the same bytes)."""
+        return canonical_json(self.model_dump())
 
 
-def canonical(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+class SignedDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statement: DecisionStatement
+    text: str | None = None
+    reason: str | None = None
+    signature: str
 
 
-def proposal_hash(proposal: dict[str, Any], evidence: list[dict[str, Any]], flags: list[str]) -> str:
-    return "sha256:" + hashlib.sha256(canonical({"p": proposal, "e": evidence, "f": flags})).hexdigest()
+def new_salt() -> str:
+    return secrets.token_hex(32)
+
+
+def keyed_digest(salt: str, data: Any) -> str:
+    """HMAC-SHA256 of the canonical JSON of `data` under the case's salt."""
+    return "hmac-sha256:" + hmac.new(bytes.fromhex(salt), canonical_json(data), hashlib.sha256).hexdigest()
+
+
+def proposal_hash(
+    salt: str,
+    case: dict[str, Any],
+    proposal: dict[str, Any],
+    evidence: list[dict[str, Any]],
+    flags: list[str],
+) -> str:
+    """Covers the case, the proposal, its evidence and safety flags: a decision signed over it is about exactly
+    this case and this proposal."""
+    return keyed_digest(salt, {"c": case, "p": proposal, "e": evidence, "f": flags})
+
+
+def statement_for(
+    decision: DecisionInput, reviewer_key_id: str, thread_id: str, proposal: str, salt: str
+) -> DecisionStatement:
+    return DecisionStatement(
+        action=decision.action,
+        reviewer_id=decision.reviewer_id,
+        reviewer_key_id=reviewer_key_id,
+        thread_id=thread_id,
+        proposal_hash=proposal,
+        text_digest=keyed_digest(salt, decision.text) if decision.text is not None else None,
+        reason_digest=keyed_digest(salt, decision.reason) if decision.reason is not None else None,
+        decided_at=now(),
+    )
 
 
 RELEASE_FIELDS = (
@@ -96,8 +139,8 @@ def release_statement(record: dict[str, Any]) -> dict[str, Any]:
 def verify_release_statement(statement: dict[str, Any], signature: str, public: Ed25519PublicKey) -> None:
     """Raise ReviewRefused unless `statement` is signed by the review service's key."""
     try:
-        public.verify(base64.b64decode(signature), canonical(statement))
-    except (InvalidSignature, ValueError):
+        verify(public, signature, canonical_json(statement), "release statement")
+    except SignatureInvalid:
         raise ReviewRefused("release statement does not verify against the review key") from None
 
 
@@ -105,199 +148,48 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# --- keys ------------------------------------------------------------------------------------------------
-
-
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The workflow's signing key (PEM, mode 600), created on first use; its public half sits next to it."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise HaiError(f"{path} is not an ed25519 private key")
-        return key
-    key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pem)
-    tmp.chmod(0o600)
-    tmp.rename(path)
-    path.with_suffix(".pub").write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return key
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
-
-
-def sign(key: Ed25519PrivateKey, payload: bytes) -> str:
-    return base64.b64encode(key.sign(payload)).decode()
-
-
 def verify_signed_decision(
-    raw: Any, public: Ed25519PublicKey, thread_id: str, expected_proposal_hash: str
+    raw: Any,
+    reviewers: ReviewerRegistry,
+    thread_id: str,
+    expected_proposal_hash: str,
+    salt: str,
+    require_active: bool = True,
 ) -> SignedDecision:
-    """The decision as the review node accepts it: well-formed, signed by the workflow key, for this thread
-    and this exact proposal."""
+    """The decision as the review and finalize nodes accept it: well formed, signed by the registered key of
+    the reviewer it names (active, for a new decision), for this thread and this exact proposal, and carrying
+    the very text or reason its digests were signed over."""
     if not raw:
         raise ReviewRefused("no clinician decision")
     try:
         decision = SignedDecision.model_validate(raw)
+        statement = decision.statement
+        DecisionInput(
+            action=statement.action,
+            reviewer_id=statement.reviewer_id,
+            text=decision.text,
+            reason=decision.reason,
+        )
     except ValidationError as exc:
         raise ReviewRefused(f"malformed decision: {exc.errors()[0]['msg']}") from None
     try:
-        public.verify(base64.b64decode(decision.signature), decision.payload())
-    except (InvalidSignature, ValueError):
-        raise ReviewRefused("decision is not signed by the review service: refused") from None
-    if decision.thread_id != thread_id:
+        entry = reviewers.key(statement.reviewer_id, statement.reviewer_key_id, require_active)
+    except HaiError as exc:
+        raise ReviewRefused(str(exc)) from None
+    try:
+        verify(entry.public(), decision.signature, statement.payload(), "decision")
+    except SignatureInvalid:
+        raise ReviewRefused(
+            f"decision is not signed by reviewer '{statement.reviewer_id}''s registered key: refused"
+        ) from None
+    if statement.thread_id != thread_id:
         raise ReviewRefused("decision is for another case")
-    if decision.proposal_hash != expected_proposal_hash:
+    if statement.proposal_hash != expected_proposal_hash:
         raise ReviewRefused("decision is for another proposal than the one under review")
+    for value, digest, name in (
+        (decision.text, statement.text_digest, "text"),
+        (decision.reason, statement.reason_digest, "reason"),
+    ):
+        if (value is None) != (digest is None) or (value is not None and keyed_digest(salt, value) != digest):
+            raise ReviewRefused(f"the decision's {name} is not the one the reviewer signed")
     return decision
-
-
-# --- reviewers -------------------------------------------------------------------------------------------
-
-
-class Reviewer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[A-Za-z0-9._@-]{2,64}$")
-    role: str = Field(min_length=1, max_length=64)
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    active: bool = True
-
-
-class ReviewerRegistry:
-    """A YAML file of reviewers and the sha256 of their tokens (tokens themselves are never stored)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, Reviewer]:
-        if not self.path.exists():
-            return {}
-        data = yaml.safe_load(self.path.read_text()) or {}
-        return {r["id"]: Reviewer.model_validate(r) for r in data.get("reviewers", [])}
-
-    def add(self, reviewer_id: str, role: str) -> str:
-        """Register (or re-issue the token of) a reviewer; returns the new token, shown once."""
-        token = secrets.token_urlsafe(24)
-        reviewers = self.load()
-        reviewers[reviewer_id] = Reviewer(
-            id=reviewer_id, role=role, token_sha256=hashlib.sha256(token.encode()).hexdigest()
-        )
-        atomic_write_text(
-            self.path,
-            yaml.safe_dump({"reviewers": [r.model_dump() for r in reviewers.values()]}, sort_keys=False),
-        )
-        self.path.chmod(0o600)
-        return token
-
-    def authorise(self, reviewer_id: str, token: str | None) -> Reviewer:
-        reviewer = self.load().get(reviewer_id)
-        digest = hashlib.sha256((token or "").encode()).hexdigest()
-        if reviewer is None or not reviewer.active or not token:
-            raise ReviewRefused(f"reviewer '{reviewer_id}' is not authorised")
-        if not hmac.compare_digest(digest, reviewer.token_sha256):
-            raise ReviewRefused(f"reviewer '{reviewer_id}' is not authorised")
-        return reviewer
-
-
-# --- final records ---------------------------------------------------------------------------------------
-
-
-class RecordStore:
-    """Signed final records and the case index, in SQLite (one row per case thread)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS cases (thread_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, "
-                "status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS records (thread_id TEXT PRIMARY KEY, record TEXT NOT NULL, "
-                "signature TEXT NOT NULL, key_id TEXT NOT NULL)"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS submitters (thread_id TEXT PRIMARY KEY, caller_id TEXT NOT NULL, "
-                "role TEXT NOT NULL)"
-            )
-
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
-
-    def set_status(self, thread_id: str, case_id: str, status: str) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO cases VALUES (?, ?, ?, ?, ?) ON CONFLICT(thread_id) DO UPDATE SET "
-                "status=excluded.status, updated_at=excluded.updated_at",
-                (thread_id, case_id, status, now(), now()),
-            )
-
-    def set_submitter(self, thread_id: str, caller_id: str, role: str) -> None:
-        """Who submitted a case through the server (its caller id and role, never a token)."""
-        with self._db() as db:
-            db.execute("INSERT INTO submitters VALUES (?, ?, ?)", (thread_id, caller_id, role))
-
-    def submitter(self, thread_id: str) -> dict[str, str] | None:
-        with self._db() as db:
-            row = db.execute(
-                "SELECT caller_id, role FROM submitters WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-        return {"id": row[0], "role": row[1]} if row else None
-
-    def status(self, thread_id: str) -> str | None:
-        """The case's status (`pending_review`, `finalized:<action>`), or None for an unknown thread."""
-        with self._db() as db:
-            row = db.execute("SELECT status FROM cases WHERE thread_id = ?", (thread_id,)).fetchone()
-        return str(row[0]) if row else None
-
-    def cases(self, status: str | None = None) -> list[dict[str, str]]:
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT thread_id, case_id, status, created_at, updated_at FROM cases "
-                + ("WHERE status = ? " if status else "")
-                + "ORDER BY created_at",
-                (status,) if status else (),
-            ).fetchall()
-        keys = ("thread_id", "case_id", "status", "created_at", "updated_at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    def put_record(self, thread_id: str, record: dict[str, Any], signature: str, kid: str) -> None:
-        with self._db() as db:
-            existing = db.execute("SELECT record FROM records WHERE thread_id = ?", (thread_id,)).fetchone()
-            if existing is not None:
-                if json.loads(existing[0]) != record:
-                    raise ReviewRefused(f"case {thread_id} already has a different final record")
-                return
-            db.execute(
-                "INSERT INTO records VALUES (?, ?, ?, ?)", (thread_id, json.dumps(record), signature, kid)
-            )
-
-    def get_record(self, thread_id: str, public: Ed25519PublicKey) -> dict[str, Any] | None:
-        """The final record, after checking its signature; None while the case is not finalised."""
-        with self._db() as db:
-            row = db.execute(
-                "SELECT record, signature FROM records WHERE thread_id = ?", (thread_id,)
-            ).fetchone()
-        if row is None:
-            return None
-        record = json.loads(row[0])
-        try:
-            public.verify(base64.b64decode(row[1]), canonical(record))
-        except (InvalidSignature, ValueError):
-            raise ReviewRefused(f"final record of {thread_id} does not verify: it was altered") from None
-        return dict(record)

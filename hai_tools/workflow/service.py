@@ -1,6 +1,8 @@
 """The review service: starts cases (the graph runs until it pauses at clinician_review), lists and shows
-pending cases, and accepts decisions from authorised reviewers, each in whatever process calls it; state
-lives in the checkpointer (SQLite by default, Postgres by configuration) and the record store."""
+pending cases, and accepts decisions signed by registered reviewers' own keys, each in whatever process calls
+it; state lives in the checkpointer (SQLite by default, Postgres by configuration; encrypted at rest with the
+data key) and the record store (case data encrypted, final records in the review chain). `erase` forgets one
+case's patient data; `verify` walks the review chain."""
 
 from __future__ import annotations
 
@@ -10,23 +12,25 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hai_tools.callers import Caller
 from hai_tools.config_file import read_yaml_mapping
 from hai_tools.errors import ConfigError, HaiError
+from hai_tools.keys import load_or_create_private, secret, sign
 from hai_tools.settings import hai_home
 from hai_tools.workflow.graph import build_graph, load_corpus, validate_case
+from hai_tools.workflow.records import RecordStore, verify_review_chain
 from hai_tools.workflow.review import (
     DecisionInput,
-    RecordStore,
-    ReviewerRegistry,
+    DecisionStatement,
     ReviewRefused,
     SignedDecision,
-    load_or_create_key,
-    now,
-    sign,
+    statement_for,
+    verify_signed_decision,
 )
+from hai_tools.workflow.reviewers import ReviewerRegistry
 from hai_tools.workflow.skills_client import McpConfig, McpSkills, Skills
 
 
@@ -45,8 +49,18 @@ class WorkflowConfig(BaseModel):
         description="'sqlite' ($HAI_HOME/workflow/checkpoints.sqlite), a sqlite file path, or postgresql://...",
     )
     records: str | None = Field(None, description="SQLite file of final records and the case index")
-    reviewers: str | None = Field(None, description="YAML registry of reviewers (token hashes)")
-    signing_key: str | None = Field(None, description="ed25519 key that signs decisions and records")
+    reviewers: str | None = Field(None, description="YAML registry of reviewers' public keys (admin-signed)")
+    admin_public_key: str | None = Field(
+        None,
+        description="the admin's ed25519 public key that signs the reviewer registry (default admin.pub)",
+    )
+    signing_key: str | None = Field(
+        None, description="the service's ed25519 key: seals final records and chain entries (never decisions)"
+    )
+    data_key_file: str | None = Field(
+        None,
+        description="AES-256 data key for checkpoints and case data ($HAI_DATA_KEY first; default data.key)",
+    )
     corpus: str | None = Field(None, description="evidence passages YAML; default: the packaged milestones")
     top_k: int = Field(2, ge=1, le=8)
     max_new_tokens: int = Field(128, ge=1, le=512)
@@ -71,7 +85,18 @@ def load_workflow_config(path: Path | None) -> WorkflowConfig:
 
 
 @asynccontextmanager
-async def open_checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
+async def open_checkpointer(spec: str, default: Path, data_key: bytes | None = None) -> AsyncIterator[Any]:
+    """The checkpointer `spec` names; with `data_key`, every value it stores is encrypted (AES-256-GCM)."""
+    from hai_tools.at_rest import encrypted_serializer
+
+    async with _checkpointer(spec, default) as saver:
+        if data_key is not None:
+            saver.serde = encrypted_serializer(data_key)
+        yield saver
+
+
+@asynccontextmanager
+async def _checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
     if spec.startswith(("postgres://", "postgresql://")):
         try:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver  # type: ignore[import-not-found]
@@ -99,45 +124,59 @@ class ReviewService:
         """`skills`: how the graph reaches the skills; default MCP as `config.mcp` says (the MCP server itself
         passes its own skills when it backs `submit_for_review`)."""
         self.config = config
-        self.store = RecordStore(config.path(config.records, "records.sqlite"))
-        self.reviewers = ReviewerRegistry(config.path(config.reviewers, "reviewers.yaml"))
-        self.key = load_or_create_key(config.path(config.signing_key, "review.key"))
+        self.data_key = secret(
+            "HAI_DATA_KEY", config.data_key_file, config.path(None, "data.key"), "data-at-rest"
+        )
+        self.store = RecordStore(config.path(config.records, "records.sqlite"), self.data_key)
+        self.reviewers = ReviewerRegistry(
+            config.path(config.reviewers, "reviewers.yaml"),
+            config.path(config.admin_public_key, "admin.pub"),
+        )
+        self.key = load_or_create_private(config.path(config.signing_key, "review.key"))
         self.skills: Skills = skills or McpSkills(config.mcp, env)
         self._corpus = load_corpus(config.corpus)
 
     @asynccontextmanager
     async def graph(self) -> AsyncIterator[Any]:
         graph = build_graph(
-            self.skills, self.key, self.store, self._corpus, self.config.top_k, self.config.max_new_tokens
+            self.skills,
+            self.key,
+            self.store,
+            self.reviewers,
+            self._corpus,
+            self.config.top_k,
+            self.config.max_new_tokens,
         )
         default = self.config.path(None, "checkpoints.sqlite")
-        async with open_checkpointer(self.config.checkpointer, default) as saver:
+        async with open_checkpointer(self.config.checkpointer, default, self.data_key) as saver:
             yield graph.compile(checkpointer=saver)
 
     async def start(
         self, case: dict[str, Any], thread_id: str | None = None, submitted_by: Caller | None = None
     ) -> dict[str, Any]:
-        """Run a new case up to the clinician review; returns the review payload. `submitted_by` (the server's
-        caller) is kept in the case and in its final record."""
+        """Run a new case up to the clinician review; returns the review payload. The thread id is random (it
+        carries no case id into logs). `submitted_by` (the server's caller) is kept in the case and in its
+        final record."""
         import uuid
 
         checked = validate_case(case)
-        thread_id = thread_id or f"{checked.case_id}-{uuid.uuid4().hex[:8]}"
+        thread_id = thread_id or uuid.uuid4().hex
         async with self.graph() as graph:
             config = {"configurable": {"thread_id": thread_id}}
-            if (await graph.aget_state(config)).values:
+            if (await graph.aget_state(config)).values or self.store.status(thread_id) is not None:
                 raise HaiError(f"case thread {thread_id} already exists")
             await self.skills.open()  # open the connection in this task (not inside a node)
             try:
-                started = {"case": checked.model_dump()}
+                started: dict[str, Any] = {"case": checked.model_dump()}
                 if submitted_by is not None:
-                    started["submitted_by"] = submitted_by.model_dump()
+                    started["submitted_by"] = {"id": submitted_by.id, "role": submitted_by.role}
                 await graph.ainvoke(started, config)
             finally:
                 await self.skills.aclose()
             if submitted_by is not None:  # recorded with the case, once it is waiting for review
                 self.store.set_submitter(thread_id, submitted_by.id, submitted_by.role)
-            self.store.set_status(thread_id, checked.case_id, "pending_review")
+            self.store.put_case(thread_id, {"case_id": checked.case_id})
+            self.store.set_status(thread_id, "pending_review")
             return await self._pending(graph, thread_id)
 
     async def _pending(self, graph: Any, thread_id: str) -> dict[str, Any]:
@@ -157,25 +196,35 @@ class ReviewService:
     def pending(self) -> list[dict[str, str]]:
         return self.store.cases("pending_review")
 
-    async def decide(self, thread_id: str, decision: dict[str, Any], token: str | None) -> dict[str, Any]:
-        """Validate and authorise, sign, resume the graph; returns the signed final record."""
-        from langgraph.types import Command
-
+    async def prepare(self, thread_id: str, decision: dict[str, Any]) -> DecisionStatement:
+        """The statement a reviewer signs for `decision` on this pending case: the reviewer must be registered
+        and active; the statement carries their key id, the proposal hash and keyed digests of their text."""
         try:
             checked = DecisionInput.model_validate(decision)
         except ValidationError as exc:
             raise ReviewRefused(f"malformed decision: {exc.errors()[0]['msg']}") from None
-        reviewer = self.reviewers.authorise(checked.reviewer_id, token)
+        reviewer = self.reviewers.active(checked.reviewer_id)
+        if reviewer is None:
+            raise ReviewRefused(f"reviewer '{checked.reviewer_id}' is not authorised")
+        payload = await self.show(thread_id)
+        return statement_for(
+            checked, reviewer.key_id, thread_id, payload["proposal_hash"], payload["case_salt"]
+        )
+
+    async def submit(
+        self, statement: DecisionStatement, signature: str, text: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Resume the case with a signed decision; returns the final record. A decision that does not verify
+        leaves the case waiting for review, unchanged, and is refused."""
+        from langgraph.types import Command
+
+        signed = SignedDecision(statement=statement, text=text, reason=reason, signature=signature)
+        thread_id = statement.thread_id
         async with self.graph() as graph:
             payload = await self._pending(graph, thread_id)
-            signed = SignedDecision(
-                **checked.model_dump(),
-                thread_id=thread_id,
-                proposal_hash=payload["proposal_hash"],
-                reviewer_role=reviewer.role,
-                decided_at=now(),
+            verify_signed_decision(
+                signed.model_dump(), self.reviewers, thread_id, payload["proposal_hash"], payload["case_salt"]
             )
-            signed.signature = sign(self.key, signed.payload())
             result = await graph.ainvoke(
                 Command(resume=signed.model_dump()), {"configurable": {"thread_id": thread_id}}
             )
@@ -184,9 +233,47 @@ class ReviewService:
             raise HaiError(f"case {thread_id} did not finalise")
         return record
 
+    async def decide(
+        self, thread_id: str, decision: dict[str, Any], reviewer_key: Ed25519PrivateKey
+    ) -> dict[str, Any]:
+        """Prepare, sign with the reviewer's own private key (held by the caller, never by the service), submit."""
+        statement = await self.prepare(thread_id, decision)
+        return await self.submit(
+            statement,
+            sign(reviewer_key, statement.payload()),
+            decision.get("text"),
+            decision.get("reason"),
+        )
+
     def record(self, thread_id: str) -> dict[str, Any] | None:
         """The verified final record, or None while the case awaits review."""
         return self.store.get_record(thread_id, self.key.public_key())
+
+    async def erase(self, thread_id: str) -> None:
+        """Forget one case's patient data: its checkpoints, its encrypted data and key; the review chain keeps its
+        entry (digests only) and still verifies."""
+        if self.store.status(thread_id) is None:
+            raise CaseNotFound(f"no case {thread_id}")
+        async with self.graph() as graph:
+            await graph.checkpointer.adelete_thread(thread_id)
+        self.store.erase(thread_id)
+        spec = self.config.checkpointer
+        if not spec.startswith(("postgres://", "postgresql://")):
+            import sqlite3
+
+            path = (
+                self.config.path(None, "checkpoints.sqlite")
+                if spec == "sqlite"
+                else Path(spec.removeprefix("sqlite:///")).expanduser()
+            )
+            with sqlite3.connect(path) as db:
+                db.execute("VACUUM")
+
+    def verify(self, expect_head: str | None = None) -> tuple[int, str, int]:
+        """Walk the review chain against the reviewer registry and the stored cases."""
+        return verify_review_chain(
+            self.store.chain(), self.reviewers, self.key.public_key(), self.store, expect_head
+        )
 
     def reviewed_result(self, thread_id: str, caller: Caller) -> dict[str, Any]:
         """What a caller may see of a case it submitted: `pending`, `rejected`, or `released` with the text a
@@ -209,7 +296,7 @@ class ReviewService:
         }
 
     def released_text(self, thread_id: str) -> str | None:
-        """The only way to read what a case released: from its signed final record; refuses before review."""
+        """The only way to read what a case released: from its verified final record; refuses before review."""
         record = self.record(thread_id)
         if record is None:
             raise ReviewRefused(f"case {thread_id} has not been reviewed: nothing is released")

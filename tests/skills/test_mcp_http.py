@@ -21,7 +21,16 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import make_callers, wait_for_http, write_server_config, write_workflow_config
+from tests.conftest import (
+    REVIEWER_PASSPHRASE,
+    make_callers,
+    make_reviewer,
+    reviewer_key,
+    wait_for_http,
+    write_data_key,
+    write_server_config,
+    write_workflow_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_TOKEN = "test-token-4f1c"
@@ -160,7 +169,7 @@ def test_workflow_reaches_the_skills_over_http(
 ) -> None:
     """The LangGraph workflow against the HTTP deployment: same graph, `mcp.transport: http`, bearer token
     from the environment; a case pauses at review and an authorised approval finalises it."""
-    from hai_tools.workflow import McpConfig, ReviewerRegistry, ReviewService, WorkflowConfig
+    from hai_tools.workflow import McpConfig, ReviewService, WorkflowConfig
     from hai_tools.workflow.skills_client import SkillCallError
 
     config = WorkflowConfig(
@@ -168,10 +177,12 @@ def test_workflow_reaches_the_skills_over_http(
         checkpointer=str(tmp_path / "checkpoints.sqlite"),
         records=str(tmp_path / "records.sqlite"),
         reviewers=str(tmp_path / "reviewers.yaml"),
+        admin_public_key=str(tmp_path / "admin.pub"),
         signing_key=str(tmp_path / "review.key"),
+        data_key_file=str(write_data_key(tmp_path)),
         max_new_tokens=8,
     )
-    token = ReviewerRegistry(tmp_path / "reviewers.yaml").add("dr-http", "nurse")
+    key = reviewer_key(make_reviewer(tmp_path, "dr-http", "nurse"))
     case = {"case_id": "h-1", "age_months": 24, "observations": "No two-word phrases; runs well."}
     monkeypatch.setenv("TEST_WORKFLOW_MCP_TOKEN", "wrong-token")
     with pytest.raises(SkillCallError, match="cannot open an MCP session"):
@@ -181,7 +192,7 @@ def test_workflow_reaches_the_skills_over_http(
     payload = asyncio.run(service.start(case))
     assert payload["proposal"]["backend"] == "local" and payload["requires_clinician_review"] is True
     record = asyncio.run(
-        service.decide(payload["thread_id"], {"action": "approve", "reviewer_id": "dr-http"}, token)
+        service.decide(payload["thread_id"], {"action": "approve", "reviewer_id": "dr-http"}, key)
     )
     assert (
         record["released_text"] == payload["proposal"]["answer_text"] and record["reviewer_role"] == "nurse"
@@ -193,7 +204,9 @@ def test_workflow_reaches_the_skills_over_http(
 CASE = {"case_id": "p-1", "age_months": 24, "observations": "No two-word phrases; walks and runs well."}
 
 
-def _review_cli(workflow: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _review_cli(
+    workflow: Path, env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hai_tools.workflow", "--config", str(workflow), *args],
         cwd=ROOT,
@@ -201,6 +214,7 @@ def _review_cli(workflow: Path, env: dict[str, str], *args: str) -> subprocess.C
         capture_output=True,
         text=True,
         timeout=300,
+        input=stdin,
     )
 
 
@@ -219,10 +233,8 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
     """tools/list shows the pipeline tools only; reason and screen are refused at the boundary; a submitted
     case is pending until a clinician edits it, then the clinician's text comes back with a signed statement
     that does not carry the model's own text."""
-    from hai_tools.workflow.review import ReviewerRegistry
-
     folder = FOLDERS[server_url]
-    token = ReviewerRegistry(folder / "reviewers.yaml").add("dr-edit", "pediatrician")
+    make_reviewer(folder, "dr-edit", "pediatrician")
 
     async def submit() -> dict[str, Any]:
         async with _client(server_url, TOKENS["discharge-bot"]) as client:
@@ -266,10 +278,11 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
         "signature": None,
     }
 
-    env = {**server_env, "HAI_REVIEWER_TOKEN": token}
+    env = {**server_env, "HAI_REVIEWER_PASSPHRASE": REVIEWER_PASSPHRASE}
     edited = "Refer for a speech and language assessment; review hearing first."
+    key = ["--reviewer", "dr-edit", "--key", str(folder / "profiles" / "dr-edit.key")]
     done = _review_cli(
-        folder / "workflow.yaml", env, "edit", handle["review_id"], "--reviewer", "dr-edit", "--text", edited
+        folder / "workflow.yaml", env, "edit", handle["review_id"], *key, "--text_file", "-", stdin=edited
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -291,7 +304,9 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
     screen_lines = [
         e
         for e in audit
-        if e["tool"] == "screen" and e["caller"] == {"id": "discharge-bot", "role": "pipeline"}
+        if e["tool"] == "screen"
+        and e["caller"]["id"] == "discharge-bot"
+        and e["caller"]["role"] == "pipeline"
     ]
     assert screen_lines and not any(TOKENS["discharge-bot"] in json.dumps(e) for e in audit)
 
@@ -299,10 +314,8 @@ def test_pipeline_caller_gets_no_model_text_over_mcp_only_the_reviewed_text(
 def test_pipeline_caller_over_rest_and_the_legacy_token(server_url: str, server_env: dict[str, str]) -> None:
     """/infer_text is refused to pipeline callers (403, nothing from the model); POST /review gives a handle;
     a rejection releases nothing; another pipeline caller cannot read the case."""
-    from hai_tools.workflow.review import ReviewerRegistry
-
     folder = FOLDERS[server_url]
-    token = ReviewerRegistry(folder / "reviewers.yaml").add("dr-reject", "pediatrician")
+    make_reviewer(folder, "dr-reject", "pediatrician")
     for caller_token in (TOKENS["discharge-bot"], LEGACY_TOKEN):
         auth = {"Authorization": f"Bearer {caller_token}"}
         refused = httpx.post(f"{server_url}/infer_text", json=CASE, headers=auth, timeout=120)
@@ -321,16 +334,17 @@ def test_pipeline_caller_over_rest_and_the_legacy_token(server_url: str, server_
     bad = httpx.post(f"{server_url}/review", json={**CASE, "age_months": "x"}, headers=auth)
     assert bad.status_code == 422
 
-    env = {**server_env, "HAI_REVIEWER_TOKEN": token}
+    env = {**server_env, "HAI_REVIEWER_PASSPHRASE": REVIEWER_PASSPHRASE}
+    key = ["--reviewer", "dr-reject", "--key", str(folder / "profiles" / "dr-reject.key")]
     done = _review_cli(
         folder / "workflow.yaml",
         env,
         "reject",
         review_id,
-        "--reviewer",
-        "dr-reject",
-        "--reason",
-        "Proposal ignores hearing.",
+        *key,
+        "--reason_file",
+        "-",
+        stdin="Ignores hearing.",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = httpx.get(f"{server_url}/review/{review_id}", headers=auth).json()

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import start_server_refused, write_server_config, write_workflow_config
+from tests.conftest import (
+    make_reviewer,
+    reviewer_key,
+    start_server_refused,
+    write_server_config,
+    write_workflow_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = {"case_id": "s-1", "age_months": 18, "observations": "Not yet observed: says three words."}
@@ -37,7 +43,6 @@ def test_default_stdio_launch_is_a_pipeline_caller_and_gets_only_reviewed_text(
     """Over stdio with no stdio_caller: pipeline. reason/screen refused, prompts/list refused; a submitted case
     is released to it once a clinician approves, as the text the clinician approved."""
     from hai_tools.workflow import ReviewService
-    from hai_tools.workflow.review import ReviewerRegistry
     from hai_tools.workflow.service import load_workflow_config
 
     config = _config(tmp_path, merged_tiny, stdio_caller=None)
@@ -66,11 +71,11 @@ def test_default_stdio_launch_is_a_pipeline_caller_and_gets_only_reviewed_text(
             handle = (await client.call_tool("submit_for_review", CASE)).structured_content
             out["handle"] = handle
             workflow = load_workflow_config(tmp_path / "workflow.yaml")
-            token = ReviewerRegistry(tmp_path / "reviewers.yaml").add("dr-stdio", "pediatrician")
+            key = reviewer_key(make_reviewer(tmp_path, "dr-stdio", "pediatrician"))
             service = ReviewService(workflow)
             pending = await service.show(handle["review_id"])
             out["model_text"] = pending["proposal"]["answer_text"]
-            await service.decide(handle["review_id"], {"action": "approve", "reviewer_id": "dr-stdio"}, token)
+            await service.decide(handle["review_id"], {"action": "approve", "reviewer_id": "dr-stdio"}, key)
             out["result"] = await client.call_tool("get_reviewed_result", {"review_id": handle["review_id"]})
             return out
 
