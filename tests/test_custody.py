@@ -212,3 +212,38 @@ def test_the_server_serves_exactly_the_release(
         vllm={"served_model": "some-other-model"},
     )
     assert "serve the release under its id" in start_server_refused(other, server_env)
+
+
+def test_release_mode_loads_the_edge_models_of_the_release(
+    signed: dict[str, Path], merged_tiny: Path, tiny_lm_tflite: Path, tmp_path: Path
+) -> None:
+    """The TFLite backend in release mode loads the edge export copied into the release (not a folder of the
+    config), and its results name the release."""
+    from mcp_server import Skills
+    from skills.config import load_server_config
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_group_size: 3\nundefined_subgroups_fail: false\n")
+    args = ["release", str(merged_tiny), "--report", str(signed["report"]), "--policy", str(policy)]
+    args += ["--key", str(signed["base"] / "keys" / "release.key"), "--release_id", "edge-1"]
+    assert main([*args, "--output_dir", str(tmp_path / "r"), "--export", str(tiny_lm_tflite)]) == 0
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        release=str(tmp_path / "r"),
+        release_public_key=str(signed["pub"]),
+        backends=["tflite"],
+        tflite={"variant": "fp32"},
+    )
+    skills = Skills(load_server_config(config))
+    assert skills.models["edge_reasoner"] == str(tmp_path / "r" / "models" / "edge" / "tflite_causal_lm")
+    identity = skills.backends[0].identity("generate")
+    assert identity.release == "edge-1" and identity.release_hash == skills.release["hash"]  # type: ignore[index]
+    with_dir = write_server_config(
+        tmp_path / "dir.yaml",
+        release=str(tmp_path / "r"),
+        release_public_key=str(signed["pub"]),
+        backends=["tflite"],
+        tflite={"reasoner_dir": str(tiny_lm_tflite)},
+    )
+    with pytest.raises(Exception, match=r"remove tflite\.reasoner_dir"):
+        Skills(load_server_config(with_dir))

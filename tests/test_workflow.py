@@ -360,6 +360,13 @@ REVIEW_TAMPERS: dict[str, tuple[Any, str]] = {
 }
 
 
+RECORD_REFUSALS = {
+    "decision edited": (2, "its chain entry is not sealed"),
+    "stored record edited": (1, "was altered (it does not decrypt)"),
+    "record deleted": (2, "record and review chain disagree"),
+}
+
+
 @pytest.mark.parametrize("what", list(REVIEW_TAMPERS))
 def test_tamper_matrix_review_chain(setup: dict[str, Any], tmp_path: Path, what: str) -> None:
     damage, message = REVIEW_TAMPERS[what]
@@ -370,6 +377,11 @@ def test_tamper_matrix_review_chain(setup: dict[str, Any], tmp_path: Path, what:
     db.close()
     with pytest.raises(HaiError, match=re.escape(message)):
         service.verify()
+    if what in RECORD_REFUSALS:  # the workflow itself refuses to hand out the damaged record
+        seq, refusal = RECORD_REFUSALS[what]
+        thread = next(e["thread_id"] for e in _service(setup).store.chain() if e["seq"] == seq)
+        with pytest.raises(HaiError, match=re.escape(refusal)):
+            service.record(thread)
 
 
 def test_a_swapped_reviewer_key_is_refused(setup: dict[str, Any], tmp_path: Path) -> None:

@@ -44,7 +44,13 @@ def test_verify_fails_when_an_upstream_adapter_byte_flips(
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["inputs"][0]["uri"] = str(adapter)
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    # the manifest itself is not a hashed file, so re-pointing the input is allowed; the adapter must still match
+    # re-pointing an input by hand is an edit of the manifest: refused
+    assert main(["verify", str(copy)]) == 2
+    assert "manifest.json was edited after it was written" in capsys.readouterr().err
+    # resealed (as a relocation tool would), the chain must still reach an adapter with the recorded hash
+    sealed = Manifest.model_validate(manifest)
+    sealed.content_hash = sealed.fields_hash()
+    (copy / "manifest.json").write_text(sealed.model_dump_json())
     assert main(["verify", str(copy)]) == 0
     weights = bytearray((adapter / "adapter_model.safetensors").read_bytes())
     weights[-1] ^= 0x01
