@@ -48,10 +48,8 @@ def suite_digest(path: Path) -> str:
 
 
 def identity(manifest: Manifest) -> str:
-    """The hash a consumer records for an artifact: a base model is known by its source's hash (the GGUF it was
-    dequantised from), everything else by its manifest's content hash."""
-    if manifest.kind == "base_model" and manifest.inputs:
-        return manifest.inputs[0].hash
+    """The hash a consumer records for an artifact with a manifest: its content hash (for the embedded base
+    model, that covers the dequantised files and the GGUF they came from)."""
     return manifest.content_hash
 
 

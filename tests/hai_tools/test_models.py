@@ -71,3 +71,40 @@ def test_a_hub_base_verifies_in_the_chain(
     (snapshot / "config.json").write_text((snapshot / "config.json").read_text() + " ")
     with pytest.raises(Exception, match="changed since"):
         verify_chain(tmp_path / "consumer")
+
+
+def test_cached_base_is_rehashed_whenever_a_file_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cached base model is re-hashed unless every file's inode, size, mtime and ctime are those of the last
+    full verification: a byte flipped in place, even with its mtime set back, is caught."""
+    import os
+
+    import hai_tools.models as models
+    from hai_tools.errors import ManifestError
+    from hai_tools.manifest import Manifest, atomic_folder, write_manifest
+
+    folder = tmp_path / "models" / "base"
+    with atomic_folder(folder) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"\x01" * 4096)
+        write_manifest(tmp, Manifest(kind="base_model", name="embedded:x"))
+    calls: list[Path] = []
+    real = models.verify_artifact
+
+    def counting(path: Path, kind: str | None = None) -> Manifest:
+        calls.append(path)
+        return real(path, kind)
+
+    monkeypatch.setattr(models, "verify_artifact", counting)
+    models._verify_cached(folder)
+    models._verify_cached(folder)
+    assert len(calls) == 1  # unchanged: the stat check stands for the hash
+    weights = folder / "model.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 0x01
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime set back; ctime cannot be
+    with pytest.raises(ManifestError, match=r"model\.safetensors \(hash mismatch\)"):
+        models._verify_cached(folder)
+    assert len(calls) == 2
