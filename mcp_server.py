@@ -54,7 +54,7 @@ class Skills:
     def __init__(self, config: Any) -> None:
         from hai_tools.audit import AuditLog
         from hai_tools.callers import CallerRegistry
-        from hai_tools.safety import default_policy
+        from hai_tools.guard import load_guard
         from skills.backends.base import Backend
         from skills.boundary import CallerResolver
         from skills.config import read_token
@@ -74,7 +74,16 @@ class Skills:
         audit = AuditLog(Path(config.audit_log) if config.audit_log else None)
         self.router = router
         self.embed = EmbedSkill(router, audit)
-        self.reasoner = ReasonerSkill(router, default_policy(), audit)
+        guard_dir = self.models["guard"]
+        self.guard = load_guard(
+            Path(config.safety_policy) if config.safety_policy else None,
+            Path(guard_dir) if guard_dir else None,
+        )
+        if guard_dir is None:
+            log.warning(
+                "no guard artifact configured: requests and answers are checked by the policy's rules alone"
+            )
+        self.reasoner = ReasonerSkill(router, self.guard, audit)
         self.review = ReviewDesk(self.embed, self.reasoner, config.workflow)
         registry = CallerRegistry(Path(config.callers) if config.callers else None)
         registry.load()  # a registry with an unknown role or a malformed entry stops the start here
@@ -123,6 +132,7 @@ class Skills:
         self.models: dict[str, str | None] = {
             "reasoner": config.reasoner,
             "embedder": config.embedder,
+            "guard": config.guard,
             "vllm_model": config.vllm.served_model,
             "edge_embedder": config.tflite.embedder_dir,
             "edge_reasoner": config.tflite.reasoner_dir,
@@ -151,6 +161,7 @@ class Skills:
             self.models = {
                 "reasoner": str(path("reasoner")),
                 "embedder": str(path("embedder")) if path("embedder") else None,
+                "guard": str(path("guard")) if path("guard") else None,
                 "vllm_model": verified.name,
                 "edge_embedder": str(path("tflite_embedder")) if path("tflite_embedder") else None,
                 "edge_reasoner": str(path("tflite_causal_lm")) if path("tflite_causal_lm") else None,

@@ -3,6 +3,7 @@
 python -m evals run out/merged/screening-lora --dataset demo-screening@1 --output_dir out/evals/screening-lora
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
+python -m evals guard out/guard --dataset guard@1 --output_dir out/evals/guard --policy configs/gate_guard.yaml
 """
 
 from __future__ import annotations
@@ -55,10 +56,37 @@ def _main(argv: list[str]) -> int:
     rad.add_argument("--n_resamples", type=int, default=1000)
     rad.add_argument("--min_group_size", type=int, default=10)
     rad.add_argument("--ci", choices=["bca", "percentile"], default="bca", help="bootstrap interval method")
+    guard = sub.add_parser(
+        "guard", help="the safety guard on held-out template families; exit 1 if the guard policy fails"
+    )
+    guard.add_argument("guard_dir", type=Path, nargs="?", help="guard artifact (omit with --rules_only)")
+    guard.add_argument("--dataset", default="guard@1")
+    guard.add_argument("--output_dir", type=Path, required=True)
+    guard.add_argument("--policy", type=Path, help="guard release policy (configs/gate_guard.yaml)")
+    guard.add_argument("--safety_policy", type=Path, help="safety policy YAML (default: the packaged one)")
+    guard.add_argument("--rules_only", action="store_true", help="measure the rules without the classifier")
+    guard.add_argument("--n_resamples", type=int, default=1000)
     gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
     gate.add_argument("report_dir", type=Path)
     gate.add_argument("--policy", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.action == "guard":
+        from evals.guard import run_guard_eval
+        from hai_tools.errors import ConfigError
+
+        if (args.guard_dir is None) != args.rules_only:
+            raise ConfigError("give a guard artifact, or --rules_only to measure the rules alone")
+        guard_report = run_guard_eval(
+            args.guard_dir, args.dataset, args.output_dir, args.policy, args.safety_policy, args.n_resamples
+        )
+        for name, figure in guard_report["figures"].items():
+            print(f"{name:26s} {figure['value']}  [{figure['low']}, {figure['high']}]  n={figure['n']}")
+        for check in guard_report.get("gate", []):
+            print(f"{'PASS' if check['passed'] else 'FAIL'} {check['name']}")
+        if "gate" in guard_report:
+            print("guard gate: PASSED" if guard_report["gate_passed"] else "guard gate: FAILED")
+        print(f"report: {args.output_dir / 'report.html'}")
+        return 0 if guard_report.get("gate_passed", True) else 1
     if args.action == "run":
         from evals.run import run_eval
 

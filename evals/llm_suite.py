@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evals.judge import JudgeConfig, deepeval_model, make_judge, ragas_embeddings, ragas_llm
 from hai_tools.chain import suite_digest
 from hai_tools.errors import ConfigError
+from hai_tools.stats import wilson
 
 MetricKind = Literal["geval", "hallucination", "ragas_faithfulness", "ragas_answer_relevancy"]
 LOWER_IS_BETTER = {"hallucination"}
@@ -281,16 +282,6 @@ def passed(metric: SuiteMetric, value: float) -> bool:
     if math.isnan(value):
         return False
     return value <= metric.threshold if metric.kind in LOWER_IS_BETTER else value >= metric.threshold
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion: honest at small n, where a bootstrap of 4 agreements says [1, 1]."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def calibrate_judge(runner: SuiteRunner, items: list[LabelledJudgement]) -> dict[str, Any] | None:

@@ -43,6 +43,9 @@ def _main(argv: list[str]) -> int:
         help="the embedder the server loads with this release ('none': a release without one)",
     )
     release.add_argument(
+        "--guard", type=Path, help="the safety guard artifact the server runs with this release"
+    )
+    release.add_argument(
         "--export",
         type=Path,
         action="append",
@@ -98,6 +101,7 @@ def _main(argv: list[str]) -> int:
             args.task,
             args.export,
             None if args.embedder == "none" else args.embedder,
+            args.guard,
         )
         print(f"release: {out}")
     elif args.action == "card":

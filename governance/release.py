@@ -104,6 +104,7 @@ def create_release(
     task_spec: str | Path = "screening",
     exports: list[Path] | None = None,
     embedder: str | None = EMBEDDED_EMBEDDER,
+    guard: Path | None = None,
 ) -> Path:
     """A release is a serving bundle: the gate-passing merged model, the embedder and the edge exports the server
     loads (copied under `models/`), the card, eval report, gate result, lineage, and the manifest of every link of
@@ -124,6 +125,10 @@ def create_release(
     chain = collect_chain(merged_dir) | collect_chain(report_dir)
     for folder in exports or []:
         chain |= collect_chain(folder)
+    guard_manifest = None
+    if guard is not None:
+        guard_manifest = verify_artifact(guard, kind="guard")
+        chain |= collect_chain(guard)
     key = load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
     serving: dict[str, Any] = {
@@ -146,6 +151,17 @@ def create_release(
                 ArtifactInput(kind="embedder", name=ref.id, hash=ref.identity, uri="models/embedder")
             )
             chain[ref.identity] = {"type": "files", "document": files}
+        if guard is not None and guard_manifest is not None:
+            _copy_model(Path(guard), tmp / "models" / "guard")
+            serving["guard"] = {"path": "models/guard", "kind": "guard", "hash": guard_manifest.content_hash}
+            inputs.append(
+                ArtifactInput(
+                    kind="guard",
+                    name=guard_manifest.name,
+                    hash=guard_manifest.content_hash,
+                    uri="models/guard",
+                )
+            )
         for item in export_inputs:
             where = f"models/edge/{item.kind}"
             _copy_model(Path(str(item.uri)), tmp / where)

@@ -48,6 +48,13 @@ class ServerConfig(BaseModel):
         EMBEDDED_REASONER, description="local reasoner: model/merged/adapter folder or id"
     )
     embedder: str | None = Field(EMBEDDED_EMBEDDER, description="local embedder: folder or id")
+    guard: str | None = Field(
+        None,
+        description="safety guard artifact (python -m trainer guard); verified at start; none: the rules alone",
+    )
+    safety_policy: str | None = Field(
+        None, description="safety policy YAML (categories, thresholds, rules); default: the packaged one"
+    )
     backends: list[BackendName] = Field(default_factory=lambda: _LOCAL_ONLY.copy(), min_length=1)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)

@@ -64,6 +64,9 @@ class _ReviewedResult(BaseModel):
     model: ModelIdentity | None
     backend: Backend | None
     audit_id: str
+    guard: str | None = Field(
+        None, description="the guard that checked it: artifact name@hash, or rules-only"
+    )
 
 
 class ReasonResult(_ReviewedResult):

@@ -1,6 +1,7 @@
 """ReasonerSkill: a clinical question (with optional context) -> answer and rationale, and the original
-project's screening call. The safety policy runs before any model (abstention) and on every result (review
-flag, disclaimer). Screening is a constrained choice among the labels (the backend's `choose`: the procedure
+project's screening call. The safety guard (hai_tools.guard) runs on the request and each context passage
+before any model (abstention), and on every answer before it is returned (withheld); every result carries the
+review flag, the disclaimer and the guard version that checked it. Screening is a constrained choice among the labels (the backend's `choose`: the procedure
 the screening evaluation measures) plus a generated one-sentence rationale, so every answer carries a label."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 from hai_tools.audit import AuditedCall, AuditLog
 from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
 from hai_tools.errors import HaiError
-from hai_tools.safety import SafetyPolicy
+from hai_tools.guard import Guard
+from hai_tools.safety import Abstention, SafetyPolicy
 from skills.contracts import ReasonRequest, ReasonResult, ScreeningRequest, ScreeningResult
 from skills.failover import FailoverRouter
 
@@ -45,10 +47,18 @@ class UnknownAdapter(HaiError):
     """No configured backend serves the requested adapter (a bad request, not a backend failure)."""
 
 
+SCREEN_CATEGORIES = ("emergency_now", "prompt_injection")  # observations are notes, not a question
+
+
+def _detail(abstention: Abstention) -> str:
+    return f"{abstention.rule}:{abstention.where}:{abstention.source}"
+
+
 class ReasonerSkill:
-    def __init__(self, router: FailoverRouter, policy: SafetyPolicy, audit: AuditLog) -> None:
+    def __init__(self, router: FailoverRouter, guard: Guard | SafetyPolicy, audit: AuditLog) -> None:
         self.router = router
-        self.policy = policy
+        self.guard = guard if isinstance(guard, Guard) else Guard(guard)
+        self.policy = self.guard.policy
         self.audit = audit
 
     async def _generate(
@@ -62,7 +72,7 @@ class ReasonerSkill:
 
     async def reason(self, request: ReasonRequest) -> ReasonResult:
         call = self.audit.start("reason", request.model_dump())
-        abstention = self.policy.check(request.question)
+        abstention = self.guard.request(request.question, request.context)
         if abstention is not None:
             return ReasonResult(
                 answer=None,
@@ -71,8 +81,9 @@ class ReasonerSkill:
                 abstain_reason=abstention.reason,
                 model=None,
                 backend=None,
-                audit_id=call.done("abstained", detail=abstention.rule),
+                audit_id=call.done("abstained", detail=_detail(abstention)),
                 disclaimer=self.policy.disclaimer,
+                guard=self.guard.version,
             )
         if request.adapter and not any(
             b.serves_adapter(request.adapter) for b in self.router.candidates("generate")
@@ -86,6 +97,19 @@ class ReasonerSkill:
         text, backend = await self._generate(call, messages, request.max_new_tokens, request.adapter)
         answer, rationale = parse_answer(text)
         identity = backend.identity("generate")
+        withheld = self.guard.answer("\n".join(t for t in (answer, rationale) if t))
+        if withheld is not None:
+            return ReasonResult(
+                answer=None,
+                rationale=None,
+                abstained=True,
+                abstain_reason=withheld.reason,
+                model=identity,
+                backend=backend.name,
+                audit_id=call.done("withheld", identity.model_dump(), backend.name, _detail(withheld)),
+                disclaimer=self.policy.disclaimer,
+                guard=self.guard.version,
+            )
         return ReasonResult(
             answer=answer,
             rationale=rationale,
@@ -93,13 +117,12 @@ class ReasonerSkill:
             backend=backend.name,
             audit_id=call.done("ok", identity.model_dump(), backend.name),
             disclaimer=self.policy.disclaimer,
+            guard=self.guard.version,
         )
 
     async def screen(self, request: ScreeningRequest) -> ScreeningResult:
         call = self.audit.start("screen", request.model_dump())
-        abstention = self.policy.check(
-            f"Age: {request.age_months} months. Observations: {request.observations}"
-        )
+        abstention = self.guard.request(request.observations, [], SCREEN_CATEGORIES)
         if abstention is not None:
             return ScreeningResult(
                 case_id=request.case_id,
@@ -109,8 +132,9 @@ class ReasonerSkill:
                 abstain_reason=abstention.reason,
                 model=None,
                 backend=None,
-                audit_id=call.done("abstained", detail=abstention.rule),
+                audit_id=call.done("abstained", detail=_detail(abstention)),
                 disclaimer=self.policy.disclaimer,
+                guard=self.guard.version,
             )
         prompt = f"{INSTRUCTION}\n\nAge: {request.age_months} months\nObservations: {request.observations}"
         messages = [{"role": "user", "content": prompt}]
@@ -124,13 +148,23 @@ class ReasonerSkill:
         follow_up = f"{prompt}\n\nScreening decision: {label}. In one sentence, the reason for the clinician:"
         text, _ = await self._generate(call, [{"role": "user", "content": follow_up}], 48, None)
         identity = backend.identity("choose")
+        rationale = first_sentence(text)
+        withheld = (
+            self.guard.answer(rationale) if rationale else None
+        )  # the label is a choice; the text is not
         return ScreeningResult(
             case_id=request.case_id,
             label=label,  # type: ignore[arg-type]
             probabilities={lab: round(probabilities[c], 6) for lab, c in zip(LABELS, choices, strict=True)},
-            rationale=first_sentence(text),
+            rationale=None if withheld else rationale,
             model=identity,
             backend=backend.name,
-            audit_id=call.done("ok", identity.model_dump(), backend.name),
+            audit_id=call.done(
+                "ok",
+                identity.model_dump(),
+                backend.name,
+                f"rationale withheld: {_detail(withheld)}" if withheld else None,
+            ),
             disclaimer=self.policy.disclaimer,
+            guard=self.guard.version,
         )

@@ -489,3 +489,23 @@ def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPa
         == 0
     )
     return {"release": release, "pub": base / "keys" / "release.pub", "report": report, "base": base}
+
+
+@pytest.fixture(scope="session")
+def guard_dataset(hai_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The labelled guard dataset, generated and registered as guard@1 in the session's registry."""
+    from trainer.__main__ import main
+
+    folder = tmp_path_factory.mktemp("guard-data")
+    assert main(["data", "generate-guard", "--output_dir", str(folder), "--register", "guard@1"]) == 0
+    return "guard@1"
+
+
+@pytest.fixture(scope="session")
+def guard_dir(guard_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guard trained on it (a few seconds): shared, read-only."""
+    from trainer.__main__ import main
+
+    folder = tmp_path_factory.mktemp("guard") / "guard"
+    assert main(["guard", "--dataset", guard_dataset, "--output_dir", str(folder)]) == 0
+    return folder

@@ -6,6 +6,8 @@
         --deid-attestation "synthetic data, no real patients" --patient-id-column patient_id
     python -m trainer data list | show REF | verify REF
     python -m trainer verify out/adapters/screening-lora
+    python -m trainer data generate-guard --output_dir out/guard-data --register guard@1
+    python -m trainer guard --dataset guard@1 --output_dir out/guard      # the safety guard's classifiers
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ def _data_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output_dir", type=Path, required=True)
     gen.add_argument("--n_patients", type=int, default=300)
     gen.add_argument("--seed", type=int, default=0)
+    guard = sub.add_parser("generate-guard", help="write (and register) the labelled guard dataset")
+    guard.add_argument("--output_dir", type=Path, required=True)
+    guard.add_argument("--register", metavar="NAME@VERSION", help="register it as this ref")
+    guard.add_argument("--seed", type=int, default=7)
     return parser
 
 
@@ -82,6 +88,23 @@ def _data(argv: list[str]) -> int:
         files = write_demo_dataset(args.output_dir, args.n_patients, args.seed)
         for split, path in files.items():
             print(f"{split}\t{path}")
+        return 0
+    if args.action == "generate-guard":
+        from hai_tools.guard_data import generate
+
+        counts = generate(args.output_dir, args.seed)
+        print(" ".join(f"{k}={v}" for k, v in counts.items()))
+        if args.register:
+            record = register_dataset(
+                open_registry(),
+                args.register,
+                files={name.removesuffix(".jsonl"): args.output_dir / name for name in counts},
+                license="CC0-1.0",
+                deid_waiver="synthetic: generated from templates by hai_tools.guard_data, no patient data",
+                description="labelled guard requests and answers, split by template family "
+                "(see hai_tools/data/datasheet_guard.md)",
+            )
+            print(f"registered {record.ref} {record.content_hash}")
         return 0
     if args.action == "prepare-radiology":
         import os
@@ -179,7 +202,24 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _guard(argv: list[str]) -> int:
+    from trainer.guard import train_guard
+
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer guard", description="Train the safety guard's request and answer classifiers."
+    )
+    parser.add_argument("--dataset", required=True, help="registered guard dataset (name@version)")
+    parser.add_argument("--output_dir", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = train_guard(args.dataset, args.output_dir, args.seed)
+    print(f"guard: {out}\ncard:  {out / 'README.md'}")
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "guard":
+        return _guard(argv[1:])
     if argv and argv[0] == "data":
         return _data(argv[1:])
     if argv and argv[0] == "verify":

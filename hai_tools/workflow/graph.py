@@ -197,14 +197,17 @@ def build_graph(
     corpus: list[dict[str, str]] | None = None,
     top_k: int = 2,
     max_new_tokens: int = 128,
+    guard: Any = None,
 ) -> Any:
-    """The workflow graph, uncompiled: compile it with the checkpointer of your deployment."""
+    """The workflow graph, uncompiled: compile it with the checkpointer of your deployment. `guard`
+    (hai_tools.guard.Guard) checks each proposal's text once more before review; default: the policy's rules."""
     from langgraph.graph import END, START, StateGraph
 
+    from hai_tools.guard import Guard
     from hai_tools.safety import default_policy
 
     corpus = corpus if corpus is not None else load_corpus()
-    policy = default_policy()
+    guard = guard if guard is not None else Guard(default_policy())
     corpus_vectors: list[np.ndarray] = []
 
     def intake(state: InputState) -> dict[str, Any]:
@@ -275,9 +278,11 @@ def build_graph(
         elif not proposal.get("answer_text"):
             flags.append("empty answer")
         else:
-            verdict = policy.check(str(proposal["answer_text"]))
-            if verdict is not None and verdict.rule != "insufficient_clinical_content":
-                flags.append(f"answer matches safety rule {verdict.rule}: {verdict.reason}")
+            verdict = guard.answer(str(proposal["answer_text"]))
+            if verdict is not None:
+                flags.append(
+                    f"answer flagged by the guard ({verdict.rule}, {verdict.source}): {verdict.reason}"
+                )
         if not state["evidence"]:
             flags.append("no supporting evidence retrieved")
         return {"safety_flags": flags}

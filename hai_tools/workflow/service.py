@@ -62,6 +62,9 @@ class WorkflowConfig(BaseModel):
         description="AES-256 data key for checkpoints and case data ($HAI_DATA_KEY first; default data.key)",
     )
     corpus: str | None = Field(None, description="evidence passages YAML; default: the packaged milestones")
+    guard: str | None = Field(
+        None, description="guard artifact that checks each proposal again before review (default: rules only)"
+    )
     top_k: int = Field(2, ge=1, le=8)
     max_new_tokens: int = Field(128, ge=1, le=512)
 
@@ -135,6 +138,9 @@ class ReviewService:
         self.key = load_or_create_private(config.path(config.signing_key, "review.key"))
         self.skills: Skills = skills or McpSkills(config.mcp, env)
         self._corpus = load_corpus(config.corpus)
+        from hai_tools.guard import load_guard
+
+        self._guard = load_guard(None, Path(config.guard) if config.guard else None)
 
     @asynccontextmanager
     async def graph(self) -> AsyncIterator[Any]:
@@ -146,6 +152,7 @@ class ReviewService:
             self._corpus,
             self.config.top_k,
             self.config.max_new_tokens,
+            self._guard,
         )
         default = self.config.path(None, "checkpoints.sqlite")
         async with open_checkpointer(self.config.checkpointer, default, self.data_key) as saver:
