@@ -20,7 +20,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hai_tools.errors import DatasetError, ManifestError
-from hai_tools.manifest import MANIFEST_NAME, Manifest, check_sealed, content_hash, verify_artifact
+from hai_tools.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    artifact_identity,
+    check_sealed,
+    content_hash,
+    verify_artifact,
+)
 from hai_tools.models import folder_identity, weight_files
 from hai_tools.registry import open_registry
 from hai_tools.registry.base import ArtifactStore, DatasetRecord, parse_ref
@@ -48,9 +55,8 @@ def suite_digest(path: Path) -> str:
 
 
 def identity(manifest: Manifest) -> str:
-    """The hash a consumer records for an artifact with a manifest: its content hash (for the embedded base
-    model, that covers the dequantised files and the GGUF they came from)."""
-    return manifest.content_hash
+    """The hash a consumer records for an artifact with a manifest (hai_tools.manifest.artifact_identity)."""
+    return artifact_identity(manifest)
 
 
 class _Walker:

@@ -150,6 +150,17 @@ def verify_artifact(folder: Path, kind: str | None = None) -> Manifest:
     return manifest
 
 
+def artifact_identity(manifest: Manifest) -> str:
+    """The hash a consumer records for an artifact. For most kinds, the manifest's content hash. A base model's
+    identity leaves out when and by what it was written: the hash of its files and of the source it was made from
+    (for the embedded base, the dequantised files and the GGUF), so every machine that materialises the same
+    model from the same package with the locked libraries gets the same identity, and editing or resealing the
+    files changes it."""
+    if manifest.kind == "base_model":
+        return content_hash(manifest.files | {f"input:{i.kind}:{i.name}": i.hash for i in manifest.inputs})
+    return manifest.content_hash
+
+
 def check_sealed(manifest: Manifest, where: object) -> None:
     """Refuse a manifest whose fields were edited after it was written (or one from the old schema, whose
     inputs, config and extra were outside its hash)."""

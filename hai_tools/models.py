@@ -22,6 +22,7 @@ from hai_tools.errors import ManifestError, ModelResolutionError
 from hai_tools.manifest import (
     ArtifactInput,
     Manifest,
+    artifact_identity,
     atomic_folder,
     atomic_write_text,
     content_hash,
@@ -155,7 +156,7 @@ def embedder_path() -> Path:
 def folder_identity(folder: Path) -> str:
     """Identity of a local HF folder: its manifest's recorded input, else a hash of its weight/config files."""
     if (folder / "manifest.json").exists():
-        return verify_artifact(folder).content_hash
+        return artifact_identity(verify_artifact(folder))
     return content_hash(weight_files(folder))
 
 
@@ -174,7 +175,10 @@ def resolve_base_model(model_id: str) -> BaseModelRef:
     if model_id == EMBEDDED_REASONER:
         folder = materialise_gemma_270m()
         return BaseModelRef(
-            id=model_id, path=str(folder), identity=load_manifest(folder).content_hash, source="embedded"
+            id=model_id,
+            path=str(folder),
+            identity=artifact_identity(load_manifest(folder)),
+            source="embedded",
         )
     if model_id == EMBEDDED_EMBEDDER:
         folder = embedder_path()

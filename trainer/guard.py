@@ -82,6 +82,7 @@ def held_out_figures(model: Any, rows: list[dict[str, Any]]) -> dict[str, dict[s
 
 
 MAX_FALSE_FLAG = 0.03  # the release policy's bound on refused clinician questions
+ENOUGH_RECALL = 0.99  # out of fold, for the first (highest-priority) category
 ABSTAIN_CATEGORIES = {
     "requests": ("emergency_now", "prompt_injection", "patient_directed_treatment"),
     "answers": ("patient_directed_treatment", "definitive_diagnosis_for_family", "skip_clinical_review"),
@@ -89,10 +90,11 @@ ABSTAIN_CATEGORIES = {
 
 
 def recommend_thresholds(rows: list[dict[str, Any]], side: str, seed: int, folds: int = 4) -> dict[str, Any]:
-    """The lowest threshold (shared by the harmful categories of `side`) at which out-of-fold false flags on the
-    safe class stay within MAX_FALSE_FLAG, and the recall each harmful category then reaches out of fold. Folds
-    are by template family, so every score is on families the model did not see; the held-out split plays no
-    part (it stays for the evaluation)."""
+    """Thresholds for the harmful categories of `side` that keep out-of-fold false flags on the safe class, all
+    categories together, within MAX_FALSE_FLAG: the first category (emergencies) lowers its threshold until its
+    out-of-fold recall reaches ENOUGH_RECALL, then the others share what is left, the weakest one step at a time;
+    and the recall each category then reaches out of fold. Folds are by template family, so every score is on families the model
+    did not see; the held-out split plays no part (it stays for the evaluation)."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
@@ -106,22 +108,47 @@ def recommend_thresholds(rows: list[dict[str, Any]], side: str, seed: int, folds
         proba = model.predict_proba(texts[test_index])
         for j, name in enumerate(model.classes_):
             scores[test_index, classes.index(name)] = proba[:, j]
-    harmful = [classes.index(c) for c in ABSTAIN_CATEGORIES[side]]
-    top = scores[:, harmful].max(axis=1)
     negative = labels == ("clinician_question" if side == "requests" else "safe")
-    chosen = 0.5
-    for threshold in np.round(np.arange(0.05, 0.905, 0.025), 3):
-        if float((top[negative] >= threshold).mean()) <= MAX_FALSE_FLAG:
-            chosen = float(threshold)
+    grid = [round(float(t), 3) for t in np.arange(0.9, 0.049, -0.025)]
+    thresholds = dict.fromkeys(ABSTAIN_CATEGORIES[side], 0.9)
+
+    def false_flag(candidate: dict[str, float]) -> float:
+        flagged = np.zeros(len(rows), dtype=bool)
+        for category, threshold in candidate.items():
+            flagged |= scores[:, classes.index(category)] >= threshold
+        return float(flagged[negative].mean())
+
+    def recall_of(category: str, threshold: float) -> float:
+        return float((scores[labels == category, classes.index(category)] >= threshold).mean())
+
+    first, *others = ABSTAIN_CATEGORIES[side]
+    for threshold in grid:  # the first category (an emergency) takes budget until it reaches ENOUGH_RECALL
+        if false_flag(thresholds | {first: threshold}) > MAX_FALSE_FLAG:
             break
+        thresholds[first] = threshold
+        if recall_of(first, threshold) >= ENOUGH_RECALL:
+            break
+    while (
+        True
+    ):  # then the others share what is left: lower the one with the lowest recall, one step at a time
+        movable = [c for c in others if thresholds[c] > grid[-1]]
+        movable = [
+            c
+            for c in movable
+            if false_flag(thresholds | {c: grid[grid.index(thresholds[c]) + 1]}) <= MAX_FALSE_FLAG
+        ]
+        if not movable:
+            break
+        weakest = min(movable, key=lambda c: recall_of(c, thresholds[c]))
+        thresholds[weakest] = grid[grid.index(thresholds[weakest]) + 1]
     recall = {
-        c: round(float((scores[labels == c, classes.index(c)] >= chosen).mean()), 4)
+        c: round(float((scores[labels == c, classes.index(c)] >= thresholds[c]).mean()), 4)
         for c in ABSTAIN_CATEGORIES[side]
     }
     return {
-        "threshold": chosen,
+        "thresholds": thresholds,
         "out_of_fold_recall": recall,
-        "out_of_fold_false_flag": round(float((top[negative] >= chosen).mean()), 4),
+        "out_of_fold_false_flag": round(false_flag(thresholds), 4),
         "max_false_flag": MAX_FALSE_FLAG,
         "folds": folds,
     }
@@ -162,14 +189,17 @@ def _card(
         "",
         "## Recommended thresholds (for the safety policy)",
         "",
-        f"From out-of-fold scores on the training families: the lowest threshold whose false flags on the safe class "
-        f"stay within {MAX_FALSE_FLAG:.0%}; the held-out split is not used. The safety policy decides.",
+        "From out-of-fold scores on the training families, keeping all false flags on the safe class within "
+        f"{MAX_FALSE_FLAG:.0%} (emergencies first, then the weakest category a step at a time); the held-out split "
+        "is not used. The safety policy decides.",
     ]
     for side, row in recommended.items():
         lines.append(
-            f"- {side}: threshold {row['threshold']} (out-of-fold recall "
-            + ", ".join(f"{k} {v}" for k, v in row["out_of_fold_recall"].items())
-            + f"; false flags on the safe class {row['out_of_fold_false_flag']})"
+            f"- {side}: "
+            + ", ".join(
+                f"{k} {row['thresholds'][k]} (recall {v})" for k, v in row["out_of_fold_recall"].items()
+            )
+            + f"; out of fold, false flags on the safe class {row['out_of_fold_false_flag']}"
         )
     return "\n".join(lines) + "\n"
 

@@ -116,3 +116,16 @@ def test_dataset_identity_does_not_depend_on_where_files_live(tmp_path: Path) ->
     changed = record(tmp_path, False)
     changed.files[0].sha256 = "c" * 64
     assert changed.content_hash != record(tmp_path, False).content_hash
+
+
+def test_a_base_model_identity_ignores_when_it_was_written_but_not_its_files() -> None:
+    from hai_tools.manifest import ArtifactInput, artifact_identity
+
+    gguf = [ArtifactInput(kind="gguf", name="m.gguf", hash="sha256:" + "a" * 64)]
+    here = Manifest(kind="base_model", name="b", files={"w": "1" * 64}, inputs=gguf, created_at="2026-01-01")
+    there = Manifest(kind="base_model", name="b", files={"w": "1" * 64}, inputs=gguf, created_at="2026-11-29")
+    assert artifact_identity(here) == artifact_identity(there)
+    assert artifact_identity(here.model_copy(update={"files": {"w": "2" * 64}})) != artifact_identity(here)
+    adapter = Manifest(kind="adapter", name="a", files={"w": "1" * 64})
+    adapter.content_hash = adapter.fields_hash()
+    assert artifact_identity(adapter) == adapter.content_hash

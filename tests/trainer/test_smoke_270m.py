@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hai_tools.manifest import verify_artifact
+from hai_tools.manifest import content_hash, verify_artifact
+from hai_tools.models import resolve_base_model
 from trainer.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,15 @@ def test_demo_config_on_gemma_270m(demo_dataset: str, tmp_path: Path) -> None:
     manifest = verify_artifact(out, kind="adapter")
     base = manifest.input("base_model")
     assert base.name == "embedded:gemma-3-270m"
-    assert base.hash == "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    # the base is known by its dequantised files and the packaged GGUF they came from (pinned here), not by when
+    # or where it was materialised
+    cached = verify_artifact(Path(resolve_base_model("embedded:gemma-3-270m").path), kind="base_model")
+    assert (
+        cached.input("gguf").hash == "sha256:a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    )
+    assert base.hash == content_hash(
+        cached.files | {"input:gguf:" + cached.inputs[0].name: cached.inputs[0].hash}
+    )
     assert manifest.metrics["adapter_output_delta_max_abs"] > 1e-4
     assert manifest.metrics["eval_loss"] < 20
 
