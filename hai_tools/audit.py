@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -34,6 +35,7 @@ from hai_tools.manifest import canonical_json
 from hai_tools.settings import hai_home
 
 GENESIS = "genesis"
+log = logging.getLogger("hai_tools.audit")
 
 
 class AuditChainBroken(HaiError):
@@ -96,6 +98,7 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._key = key or audit_key(self.path)
         self._lock = threading.Lock()
+        self._set_aside_unchained()
 
     def start(self, tool: str, request: Any) -> AuditedCall:
         return AuditedCall(self, tool, request)
@@ -109,6 +112,29 @@ class AuditLog:
                 yield handle
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _set_aside_unchained(self) -> None:
+        """A log written by a hai-tools from before the chain has no `seq`/`mac`: it is moved aside whole (kept,
+        never rewritten) and a new chain starts, so old entries are neither lost nor mistaken for chained ones."""
+        with self._exclusive() as handle:
+            last = _last_line(handle)
+            if last is None:
+                return
+            try:
+                entry = json.loads(last)
+            except ValueError:
+                raise AuditChainBroken(
+                    f"{self.path}: the last line is not JSON (cut by a crash, or edited); check it with "
+                    "`python -m governance audit-verify` and move it aside before serving"
+                ) from None
+            if "seq" in entry and "mac" in entry:
+                return
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            aside = self.path.with_name(f"{self.path.stem}.pre-chain-{stamp}{self.path.suffix}")
+            os.replace(self.path, aside)
+            log.warning(
+                "audit log %s predates the chain: moved aside to %s; a new chain starts", self.path, aside
+            )
 
     def record(
         self,

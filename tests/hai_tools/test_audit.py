@@ -111,3 +111,16 @@ def test_audit_verify_cli(
     assert main(["audit-verify", str(path)]) == 2
     err = capsys.readouterr().err
     assert "sequence jumps from 0 to 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_log_from_before_the_chain_is_set_aside_and_a_new_chain_starts(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    legacy = '{"audit_id": "a1", "tool": "screen", "input_hash": "sha256:00", "outcome": "ok"}\n'
+    path.write_text(legacy)
+    _write(path, 2)
+    assert verify_audit_log(path, KEY)[0] == 2
+    (aside,) = tmp_path.glob("audit.pre-chain-*.jsonl")
+    assert aside.read_text() == legacy  # kept whole, never rewritten
+    path.write_text(path.read_text() + '{"seq": 3, "cut')  # a line cut by a crash stops the next writer
+    with pytest.raises(AuditChainBroken, match="the last line is not JSON"):
+        AuditLog(path, key=KEY)
