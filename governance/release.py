@@ -23,7 +23,7 @@ from evals.gate import apply_gate, load_policy
 from evals.report import EvalReport
 from governance.card import render_model_card
 from governance.task import load_task
-from hai_tools.chain import ChainLink, collect_chain, verify_bundled_chain, verify_chain
+from hai_tools.chain import ChainLink, ChainWalk, verify_bundled_chain
 from hai_tools.errors import HaiError, ManifestError
 from hai_tools.keys import keygen, load_private, load_public
 from hai_tools.manifest import (
@@ -40,7 +40,7 @@ from hai_tools.manifest import (
     verify_artifact,
     write_manifest,
 )
-from hai_tools.models import EMBEDDED_EMBEDDER, folder_identity, resolve_base_model, weight_files
+from hai_tools.models import EMBEDDED_EMBEDDER, is_weight_file, resolve_base_model, weight_files
 
 
 class ReleaseRefused(HaiError):
@@ -54,7 +54,7 @@ PARITY_KEYS = ("greedy_exact", "top1_agreement", "min_cosine", "mean_cosine", "s
 
 
 def export_entries(
-    exports: list[Path], merged: Any
+    exports: list[Path], merged: Any, walk: ChainWalk
 ) -> tuple[list[ArtifactInput], list[Any], list[dict[str, Any]]]:
     """Verify each export (its whole chain) and check that a causal-LM export was made from the released merged
     model; returns the release inputs, the chain links and the parity figures the card shows."""
@@ -63,7 +63,7 @@ def export_entries(
         manifest = verify_artifact(folder)
         if not manifest.kind.startswith(("tflite_", "onnx_")):
             raise ReleaseRefused(f"{folder} is not an export (its manifest is a {manifest.kind})")
-        chain = verify_chain(folder)
+        chain = walk.walk(folder)
         if manifest.kind.endswith("causal_lm") and merged.content_hash not in {link.hash for link in chain}:
             raise ReleaseRefused(f"export {folder} was not made from the released merged model")
         inputs.append(
@@ -119,16 +119,16 @@ def create_release(
     if not gate.passed:
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
-    lineage = verify_chain(merged_dir)
-    export_inputs, export_links, export_rows = export_entries(exports or [], merged)
+    walk = ChainWalk()  # one walk: links shared by several roots are hashed once
+    lineage = walk.walk(merged_dir)
+    export_inputs, export_links, export_rows = export_entries(exports or [], merged, walk)
     lineage += export_links
-    chain = collect_chain(merged_dir) | collect_chain(report_dir)
-    for folder in exports or []:
-        chain |= collect_chain(folder)
+    walk.walk(report_dir)
     guard_manifest = None
     if guard is not None:
         guard_manifest = verify_artifact(guard, kind="guard")
-        chain |= collect_chain(guard)
+        walk.walk(guard)
+    chain = walk.documents
     key = load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
     serving: dict[str, Any] = {
@@ -230,6 +230,28 @@ def bundled_links(folder: Path, manifest: Manifest) -> list[ChainLink]:
     return links
 
 
+def _served_identity(folder: Path, release: Manifest, entry: dict[str, str]) -> str:
+    """The identity of a served model inside a release whose files just verified, from the release's file list
+    (the weights are not hashed a second time): an embedder's weight files, or the model's own manifest, which must
+    be sealed and list exactly the files the release holds under its folder."""
+    prefix = entry["path"].rstrip("/") + "/"
+    held = {rel[len(prefix) :]: h for rel, h in release.files.items() if rel.startswith(prefix)}
+    if entry["kind"] == "embedder":
+        return content_hash({rel: h for rel, h in held.items() if is_weight_file(rel)})
+    own = load_manifest(folder / entry["path"])
+    check_sealed(own, f"{folder}/{prefix}{MANIFEST_NAME}")
+    if own.kind != entry["kind"]:
+        raise ManifestError(
+            f"{folder}/{entry['path']} is a '{own.kind}' artifact, expected '{entry['kind']}'"
+        )
+    held.pop(MANIFEST_NAME, None)
+    if own.files != held:
+        raise ManifestError(
+            f"{folder}/{entry['path']}: its manifest does not list the files the release holds"
+        )
+    return own.content_hash
+
+
 def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
     """From the release folder and the public key alone, on any machine: the manifest is sealed and signed by the
     trusted key; every file hashes as listed (the served models included); each served model is the artifact
@@ -251,11 +273,7 @@ def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
     if not isinstance(serving, dict) or "reasoner" not in serving:
         raise ManifestError(f"{folder}: the release lists no served models (made by an older hai-tools?)")
     for role, entry in serving.items():
-        path = folder / entry["path"]
-        if entry["kind"] == "embedder":
-            own = folder_identity(path)
-        else:
-            own = verify_artifact(path, kind=entry["kind"]).content_hash
+        own = _served_identity(folder, manifest, entry)
         if own != entry["hash"]:
             raise ManifestError(f"{folder}: the {role} in {entry['path']} is not the one the release lists")
     links = bundled_links(folder, manifest)

@@ -4,7 +4,7 @@ adapter -> dataset and base model; export -> merged model -> ...).
 Two ways to check one:
 - `verify_chain(folder)` on the machine that built it: re-hashes every artifact folder, the registered
   dataset files and the base model folders where the manifests say they are;
-- `verify_bundled_chain(...)` anywhere: a release carries the manifest of every link (`collect_chain`), and
+- `verify_bundled_chain(...)` anywhere: a release carries the manifest of every link (`ChainWalk.documents`), and
   each consumer's recorded hash must equal the hash recomputed from the link's document, down to the leaves.
 
     python -m export verify out/merged/screening-lora
@@ -28,7 +28,7 @@ from hai_tools.manifest import (
     content_hash,
     verify_artifact,
 )
-from hai_tools.models import folder_identity, weight_files
+from hai_tools.models import weight_files
 from hai_tools.registry import open_registry
 from hai_tools.registry.base import ArtifactStore, DatasetRecord, parse_ref
 from hai_tools.registry.datasets import verify_dataset
@@ -59,74 +59,97 @@ def identity(manifest: Manifest) -> str:
     return artifact_identity(manifest)
 
 
-class _Walker:
-    def __init__(self, store: ArtifactStore | None) -> None:
-        self._store = store
-        self.links: list[ChainLink] = []
-        self.documents: dict[str, dict[str, Any]] = {}
+class ChainWalk:
+    """Verifies chains where they lie, and keeps the document of every link (`documents`, keyed by the hash its
+    consumer recorded: what a release bundles). Each artifact folder, dataset and base model is hashed once per
+    walk, however many roots reach it (a release's merged model, its eval report and its exports share links)."""
 
-    def registry(self) -> ArtifactStore:
+    def __init__(self, store: ArtifactStore | None = None) -> None:
+        self._store = store
+        self.documents: dict[str, dict[str, Any]] = {}
+        self._verified: dict[str, str] = {}  # folder or dataset ref -> the identity it verified to
+
+    def walk(self, folder: Path) -> list[ChainLink]:
+        """Every link from `folder` down to its datasets; raise ManifestError at the first that fails."""
+        links: list[ChainLink] = []
+        self._visit(Path(folder), None, 0, links)
+        return links
+
+    def _registry(self) -> ArtifactStore:
         if self._store is None:
             self._store = open_registry()
         return self._store
 
-    def visit(self, path: Path, expected: str | None, depth: int) -> None:
+    def _manifest(self, path: Path) -> Manifest:
+        key = str(path.resolve())
+        if key in self._verified:
+            return Manifest.model_validate(self.documents[self._verified[key]]["document"])
         manifest = verify_artifact(path)
+        self._verified[key] = identity(manifest)
+        self.documents[identity(manifest)] = {
+            "type": "manifest",
+            "document": manifest.model_dump(mode="json"),
+        }
+        return manifest
+
+    def _visit(self, path: Path, expected: str | None, depth: int, links: list[ChainLink]) -> None:
+        manifest = self._manifest(path)
         own = identity(manifest)
         if expected is not None and own != expected:
             raise ManifestError(f"{path} has hash {own[:19]}, but its consumer recorded {expected[:19]}")
-        self.links.append(
+        links.append(
             ChainLink(kind=manifest.kind, name=manifest.name, hash=own, where=str(path), depth=depth)
         )
-        self.documents[own] = {"type": "manifest", "document": manifest.model_dump(mode="json")}
+
+        def leaf(item: Any, where: str) -> None:
+            links.append(
+                ChainLink(kind=item.kind, name=item.name, hash=item.hash, where=where, depth=depth + 1)
+            )
+
         for item in manifest.inputs:
             where = f"{item.kind} '{item.name}' of {path}"
             if item.uri and not Path(item.uri).is_absolute():  # a release names its bundled models relatively
                 item = item.model_copy(update={"uri": str(path / item.uri)})
             if item.kind == "dataset":
                 parse_ref(item.name)
-                try:
-                    record = verify_dataset(self.registry(), item.name)
-                except DatasetError as exc:
-                    raise ManifestError(f"{where}: {exc}") from None
-                if record.content_hash != item.hash:
+                if self._verified.get(f"dataset:{item.name}") is None:
+                    try:
+                        record = verify_dataset(self._registry(), item.name)
+                    except DatasetError as exc:
+                        raise ManifestError(f"{where}: {exc}") from None
+                    self._verified[f"dataset:{item.name}"] = record.content_hash
+                    self.documents[record.content_hash] = {
+                        "type": "dataset",
+                        "document": record.model_dump(mode="json"),
+                    }
+                if self._verified[f"dataset:{item.name}"] != item.hash:
                     raise ManifestError(
                         f"dataset {item.name} in the registry is not the one {path} was made from"
                     )
-                self._leaf(item.kind, item.name, item.hash, "registry", depth)
-                self.documents[item.hash] = {"type": "dataset", "document": record.model_dump(mode="json")}
+                leaf(item, "registry")
             elif item.uri and (Path(item.uri) / MANIFEST_NAME).exists():
-                self.visit(Path(item.uri), item.hash, depth + 1)
+                self._visit(Path(item.uri), item.hash, depth + 1, links)
             elif item.kind == "base_model" and item.uri and Path(item.uri).is_dir():
-                if folder_identity(Path(item.uri)) != item.hash:
+                key = str(Path(item.uri).resolve())
+                if key not in self._verified:
+                    files = weight_files(Path(item.uri))
+                    self._verified[key] = content_hash(files)
+                    self.documents[self._verified[key]] = {"type": "files", "document": files}
+                if self._verified[key] != item.hash:
                     raise ManifestError(f"base model at {item.uri} changed since {path} was made from it")
-                self._leaf(item.kind, item.name, item.hash, item.uri, depth)
-                self.documents[item.hash] = {"type": "files", "document": weight_files(Path(item.uri))}
+                leaf(item, item.uri)
             elif item.kind == "llm_eval_suite" and item.uri and Path(item.uri).is_file():
                 if "sha256:" + suite_digest(Path(item.uri)) != item.hash:
                     raise ManifestError(f"LLM-eval suite {item.uri} changed since {path} was scored with it")
-                self._leaf(item.kind, item.name, item.hash, item.uri, depth)
+                leaf(item, item.uri)
             elif item.kind not in LEAF_KINDS:
                 raise ManifestError(f"input {where} is not at {item.uri}")
-
-    def _leaf(self, kind: str, name: str, hash_: str, where: str, depth: int) -> None:
-        self.links.append(ChainLink(kind=kind, name=name, hash=hash_, where=where, depth=depth + 1))
 
 
 def verify_chain(folder: Path, store: ArtifactStore | None = None) -> list[ChainLink]:
     """Every link from `folder` down to its datasets, re-hashed where it lies; raise ManifestError at the first
     that fails."""
-    walker = _Walker(store)
-    walker.visit(Path(folder), None, 0)
-    return walker.links
-
-
-def collect_chain(folder: Path, store: ArtifactStore | None = None) -> dict[str, dict[str, Any]]:
-    """Verify the chain of `folder` here, and return the document of every link keyed by the hash its consumer
-    recorded: what a release bundles so that others can check the chain without this machine."""
-    walker = _Walker(store)
-    walker.visit(Path(folder), None, 0)
-    return walker.documents
+    return ChainWalk(store).walk(folder)
 
 
 def verify_bundled_chain(

@@ -166,8 +166,14 @@ def weight_files(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not p.name.startswith(".")
+        if p.is_file() and is_weight_file(p.relative_to(folder).as_posix())
     }
+
+
+def is_weight_file(rel: str) -> bool:
+    """Whether a file (path relative to its model folder) is one `weight_files` identifies a folder by."""
+    name = Path(rel).name
+    return Path(rel).suffix in _WEIGHT_SUFFIXES and not name.startswith(".")
 
 
 def resolve_base_model(model_id: str) -> BaseModelRef:

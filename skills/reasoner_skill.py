@@ -70,21 +70,35 @@ class ReasonerSkill:
             call.done("error", detail=type(exc).__name__)
             raise
 
+    def _refused(
+        self,
+        call: AuditedCall,
+        outcome: str,
+        abstention: Abstention,
+        identity: Any = None,
+        backend: str | None = None,
+    ) -> ReasonResult:
+        """A reason result with no answer: the request abstained, or the answer was withheld (then the model and
+        backend that wrote it are named)."""
+        return ReasonResult(
+            answer=None,
+            rationale=None,
+            abstained=True,
+            abstain_reason=abstention.reason,
+            model=identity,
+            backend=backend,  # type: ignore[arg-type]
+            audit_id=call.done(
+                outcome, identity.model_dump() if identity else None, backend, _detail(abstention)
+            ),
+            disclaimer=self.policy.disclaimer,
+            guard=self.guard.version,
+        )
+
     async def reason(self, request: ReasonRequest) -> ReasonResult:
         call = self.audit.start("reason", request.model_dump())
         abstention = self.guard.request(request.question, request.context)
         if abstention is not None:
-            return ReasonResult(
-                answer=None,
-                rationale=None,
-                abstained=True,
-                abstain_reason=abstention.reason,
-                model=None,
-                backend=None,
-                audit_id=call.done("abstained", detail=_detail(abstention)),
-                disclaimer=self.policy.disclaimer,
-                guard=self.guard.version,
-            )
+            return self._refused(call, "abstained", abstention)
         if request.adapter and not any(
             b.serves_adapter(request.adapter) for b in self.router.candidates("generate")
         ):
@@ -99,17 +113,7 @@ class ReasonerSkill:
         identity = backend.identity("generate")
         withheld = self.guard.answer("\n".join(t for t in (answer, rationale) if t))
         if withheld is not None:
-            return ReasonResult(
-                answer=None,
-                rationale=None,
-                abstained=True,
-                abstain_reason=withheld.reason,
-                model=identity,
-                backend=backend.name,
-                audit_id=call.done("withheld", identity.model_dump(), backend.name, _detail(withheld)),
-                disclaimer=self.policy.disclaimer,
-                guard=self.guard.version,
-            )
+            return self._refused(call, "withheld", withheld, identity, backend.name)
         return ReasonResult(
             answer=answer,
             rationale=rationale,

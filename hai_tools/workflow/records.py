@@ -49,6 +49,11 @@ def entry_hash(entry: dict[str, Any]) -> str:
     )
 
 
+def matches_entry(stored: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """Whether a stored `{record, salt}` is the record whose keyed digest the chain entry holds."""
+    return keyed_digest(stored["salt"], stored["record"]) == entry["record_digest"]
+
+
 def _signed_part(entry: dict[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in entry.items() if k not in ("hash", "service_signature")})
 
@@ -127,6 +132,11 @@ class RecordStore:
     def case(self, thread_id: str) -> dict[str, Any] | None:
         with self._db() as db:
             return self._get(db, thread_id, "case")  # type: ignore[no-any-return]
+
+    def stored_record(self, thread_id: str) -> dict[str, Any] | None:
+        """The decrypted `{record, salt}` of a finalised case, None when there is none (or it was erased)."""
+        with self._db() as db:
+            return self._get(db, thread_id, "record")  # type: ignore[no-any-return]
 
     # --- index --------------------------------------------------------------------------------------------
 
@@ -231,7 +241,7 @@ class RecordStore:
         awaits review."""
         with self._db() as db:
             row = db.execute("SELECT entry FROM chain WHERE thread_id = ?", (thread_id,)).fetchone()
-            stored = self._get(db, thread_id, "record")
+        stored = self.stored_record(thread_id)
         if row is None and stored is None:
             return None
         if stored is None and self.status(thread_id) == "erased":
@@ -245,7 +255,7 @@ class RecordStore:
             raise ReviewRefused(
                 f"final record of {thread_id} was altered: its chain entry is not sealed"
             ) from None
-        if keyed_digest(stored["salt"], stored["record"]) != entry["record_digest"]:
+        if not matches_entry(stored, entry):
             raise ReviewRefused(f"final record of {thread_id} was altered: it differs from its chain entry")
         return dict(stored["record"])
 
@@ -319,12 +329,11 @@ def verify_review_chain(
         if statement.thread_id != entry["thread_id"]:
             raise ChainBroken(f"{where}: the signed decision is for another case")
         if store is not None:
-            with store._db() as db:
-                stored = store._get(db, entry["thread_id"], "record")
+            stored = store.stored_record(entry["thread_id"])
             if stored is None:
                 erased += 1
             else:
-                if keyed_digest(stored["salt"], stored["record"]) != entry["record_digest"]:
+                if not matches_entry(stored, entry):
                     raise ChainBroken(f"{where}: the stored record of its case differs from it")
                 verify_signed_decision(
                     stored["record"]["signed_decision"],

@@ -98,9 +98,18 @@ async def open_checkpointer(spec: str, default: Path, data_key: bytes | None = N
         yield saver
 
 
+def is_postgres(spec: str) -> bool:
+    return spec.startswith(("postgres://", "postgresql://"))
+
+
+def sqlite_checkpoint_path(spec: str, default: Path) -> Path:
+    """The SQLite file a checkpointer spec names: 'sqlite' (the default file), a path, or sqlite:///path."""
+    return default if spec == "sqlite" else Path(spec.removeprefix("sqlite:///")).expanduser()
+
+
 @asynccontextmanager
 async def _checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
-    if spec.startswith(("postgres://", "postgresql://")):
+    if is_postgres(spec):
         try:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver  # type: ignore[import-not-found]
         except ImportError:
@@ -114,7 +123,7 @@ async def _checkpointer(spec: str, default: Path) -> AsyncIterator[Any]:
         return
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    path = default if spec == "sqlite" else Path(spec.removeprefix("sqlite:///")).expanduser()
+    path = sqlite_checkpoint_path(spec, default)
     path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         yield saver
@@ -265,14 +274,10 @@ class ReviewService:
             await graph.checkpointer.adelete_thread(thread_id)
         self.store.erase(thread_id)
         spec = self.config.checkpointer
-        if not spec.startswith(("postgres://", "postgresql://")):
+        if not is_postgres(spec):
             import sqlite3
 
-            path = (
-                self.config.path(None, "checkpoints.sqlite")
-                if spec == "sqlite"
-                else Path(spec.removeprefix("sqlite:///")).expanduser()
-            )
+            path = sqlite_checkpoint_path(spec, self.config.path(None, "checkpoints.sqlite"))
             with sqlite3.connect(path) as db:
                 db.execute("VACUUM")
 
