@@ -3,7 +3,7 @@
 python -m evals run out/merged/screening-lora --dataset demo-screening@1 --output_dir out/evals/screening-lora
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
-python -m evals guard out/guard --dataset guard@1 --output_dir out/evals/guard --policy configs/gate_guard.yaml
+python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _main(argv: list[str]) -> int:
         "guard", help="the safety guard on held-out template families; exit 1 if the guard policy fails"
     )
     guard.add_argument("guard_dir", type=Path, nargs="?", help="guard artifact (omit with --rules_only)")
-    guard.add_argument("--dataset", default="guard@1")
+    guard.add_argument("--dataset", default="guard@2")
     guard.add_argument("--output_dir", type=Path, required=True)
     guard.add_argument("--policy", type=Path, help="guard release policy (configs/gate_guard.yaml)")
     guard.add_argument("--safety_policy", type=Path, help="safety policy YAML (default: the packaged one)")

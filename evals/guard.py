@@ -3,8 +3,8 @@ layered guard as it runs in the server (the policy's rules, then the classifier 
 per category and on the figures the release policy gates, with family-level bootstrap intervals (rows of one
 family are paraphrases of each other, so families, not rows, are resampled).
 
-    python -m evals guard out/guard --dataset guard@1 --output_dir out/evals/guard --policy configs/gate_guard.yaml
-    python -m evals guard --rules_only --dataset guard@1 --output_dir out/evals/guard-rules   # no classifier
+    python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
+    python -m evals guard --rules_only --dataset guard@2 --output_dir out/evals/guard-rules   # no classifier
 """
 
 from __future__ import annotations

@@ -493,12 +493,12 @@ def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def guard_dataset(hai_home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The labelled guard dataset, generated and registered as guard@1 in the session's registry."""
+    """The labelled guard dataset, generated and registered as guard@2 in the session's registry."""
     from trainer.__main__ import main
 
     folder = tmp_path_factory.mktemp("guard-data")
-    assert main(["data", "generate-guard", "--output_dir", str(folder), "--register", "guard@1"]) == 0
-    return "guard@1"
+    assert main(["data", "generate-guard", "--output_dir", str(folder), "--register", "guard@2"]) == 0
+    return "guard@2"
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@
         --deid-attestation "synthetic data, no real patients" --patient-id-column patient_id
     python -m trainer data list | show REF | verify REF
     python -m trainer verify out/adapters/screening-lora
-    python -m trainer data generate-guard --output_dir out/guard-data --register guard@1
-    python -m trainer guard --dataset guard@1 --output_dir out/guard      # the safety guard's classifiers
+    python -m trainer data generate-guard --output_dir out/guard-data --register guard@2
+    python -m trainer guard --dataset guard@2 --output_dir out/guard      # the safety guard's classifiers
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ how far they generalise (`python -m evals guard`). The artifact is a folder like
 (joblib, loaded only after the manifest verifies), a card with held-out figures, and a manifest pinning the
 dataset by hash.
 
-    python -m trainer guard --dataset guard@1 --output_dir out/guard
+    python -m trainer guard --dataset guard@2 --output_dir out/guard
 """
 
 from __future__ import annotations
@@ -89,12 +89,20 @@ ABSTAIN_CATEGORIES = {
 }
 
 
-def recommend_thresholds(rows: list[dict[str, Any]], side: str, seed: int, folds: int = 4) -> dict[str, Any]:
+OUT_OF_FOLD_FOLDS = 8  # each fold model sees 7/8 of the training families: close to the final model
+
+
+def recommend_thresholds(
+    rows: list[dict[str, Any]], side: str, seed: int, folds: int = OUT_OF_FOLD_FOLDS
+) -> dict[str, Any]:
     """Thresholds for the harmful categories of `side` that keep out-of-fold false flags on the safe class, all
     categories together, within MAX_FALSE_FLAG: the first category (emergencies) lowers its threshold until its
     out-of-fold recall reaches ENOUGH_RECALL, then the others share what is left, the weakest one step at a time;
     and the recall each category then reaches out of fold. Folds are by template family, so every score is on families the model
-    did not see; the held-out split plays no part (it stays for the evaluation)."""
+    did not see; the held-out split plays no part (it stays for the evaluation). Eight folds, not four: a fold
+    model trained on 3/4 of the families scores unseen phrasings much lower than the final model will (measured on
+    guard@2: four folds recommended 0.9 for caregiver dosing, with 6, 8 or 10 folds 0.625-0.675), so the
+    thresholds would buy false-flag budget for a weaker model than the one shipped."""
     import numpy as np
     from sklearn.model_selection import GroupKFold
 
