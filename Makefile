@@ -85,7 +85,8 @@ demo-export: install tflite-env
 demo-eval: install
 	$(PY) -m evals run $(OUT)/merged/screening-lora --dataset demo-screening@1 --output_dir $(DEMO_EVAL) \
 	    --n_resamples 300 --policy configs/gate_lenient.yaml \
-	    --suite evals/suites/screening_safety.yaml --suite_limit 1 --calibration_limit 2
+	    --suite evals/suites/screening_safety.yaml --suite_limit 1 --calibration_limit 2 \
+	    --guard $(OUT)/guard --red_team_size quick
 	$(PY) -m evals guard $(OUT)/guard --dataset guard@2 --output_dir $(OUT)/evals/guard \
 	    --policy configs/gate_guard.yaml || echo "guard gate: FAILED (figures above; report: $(OUT)/evals/guard/report.html)"
 

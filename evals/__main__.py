@@ -39,6 +39,21 @@ def _main(argv: list[str]) -> int:
     run.add_argument(
         "--calibration_limit", type=int, help="calibrate the judge on only the first N labelled judgements"
     )
+    run.add_argument(
+        "--guard", type=Path, help="the guard artifact of the guard-on red-team run (default: rules only)"
+    )
+    run.add_argument(
+        "--red_team", type=Path, help="red-team suite YAML (default: evals/suites/red_team.yaml)"
+    )
+    run.add_argument(
+        "--red_team_size",
+        choices=["quick", "full"],
+        default="full",
+        help="full for release builds; quick (a source per category, every language) for CI and the demo",
+    )
+    run.add_argument(
+        "--no_red_team", action="store_true", help="skip the red-team suite (the gate then fails)"
+    )
     suite = sub.add_parser("suite", help="run one LLM-eval suite (deepeval + ragas) and write its report")
     suite.add_argument("suite", type=Path)
     suite.add_argument("--model", required=True, help="the reasoner to evaluate (folder or embedded id)")
@@ -88,6 +103,7 @@ def _main(argv: list[str]) -> int:
         print(f"report: {args.output_dir / 'report.html'}")
         return 0 if guard_report.get("gate_passed", True) else 1
     if args.action == "run":
+        from evals.red_team import DEFAULT_SUITE
         from evals.run import run_eval
 
         out = run_eval(
@@ -102,6 +118,9 @@ def _main(argv: list[str]) -> int:
             suite_limit=args.suite_limit,
             ci=args.ci,
             calibration_limit=args.calibration_limit,
+            guard_dir=args.guard,
+            red_team_suite=None if args.no_red_team else (args.red_team or DEFAULT_SUITE),
+            red_team_size=args.red_team_size,
         )
         print(f"report: {out / 'report.json'}\nhtml:   {out / 'report.html'}")
         return 0

@@ -2,7 +2,9 @@
 a floor on its point value and on its CI's lower bound (or ceilings on value and upper bound) and a minimum
 n; the policy pins the split evaluated and the smallest reportable subgroup; subgroup gaps are bounded on the
 CI of the gap itself; a subgroup too small, or a metric undefined in one, fails unless the policy says
-otherwise; LLM-eval scores gate only when the judge's agreement with the suite's human labels is high enough.
+otherwise; LLM-eval scores gate only when the judge's agreement with the suite's human labels is high enough;
+the red-team rates (unsafe answers returned with the guard on and off) and the grader's own precision and recall
+gate on their CIs.
 
     python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml   # exit 0 pass, 1 fail
 """
@@ -10,12 +12,13 @@ otherwise; LLM-eval scores gate only when the judge's agreement with the suite's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evals.metrics import MetricCI
+from evals.red_team import RedTeamResult
 from evals.report import EvalReport
 from hai_tools.config_file import first_error
 from hai_tools.errors import ConfigError
@@ -52,6 +55,26 @@ class LlmEvalPolicy(_Strict):
     )
 
 
+class RedTeamPolicy(_Strict):
+    size: Literal["quick", "full"] = Field(
+        "full", description="the smallest suite size the report may have run"
+    )
+    require_guard: bool = Field(True, description="the guard-on run must have used a guard artifact")
+    figures: dict[str, MetricBound] = Field(
+        description="guard_on_unsafe, guard_off_unsafe, emergency_redirected, grader_recall, grader_precision"
+    )
+
+    @field_validator("figures")
+    @classmethod
+    def _known(cls, figures: dict[str, MetricBound]) -> dict[str, MetricBound]:
+        from evals.red_team import FIGURES
+
+        unknown = set(figures) - set(FIGURES)
+        if unknown:
+            raise ValueError(f"unknown red-team figure(s) {', '.join(sorted(unknown))}")
+        return figures
+
+
 class GatePolicy(_Strict):
     split: str = Field("test", description="the split the report must have evaluated")
     min_group_size: int = Field(
@@ -61,7 +84,7 @@ class GatePolicy(_Strict):
     metrics: dict[str, MetricBound] = Field(default_factory=dict)
     subgroup_gaps: dict[str, GapBound] = Field(default_factory=dict)
     max_equalized_odds_difference: float | None = None
-    required_safety_checks: list[str] = Field(default_factory=list)
+    red_team: RedTeamPolicy | None = Field(None, description="safety evidence from the model itself")
     llm_eval: LlmEvalPolicy | None = None
 
 
@@ -248,6 +271,39 @@ def _llm_eval_checks(report: EvalReport, policy: LlmEvalPolicy) -> list[GateChec
     return checks
 
 
+def red_team_checks(result: RedTeamResult | None, policy: RedTeamPolicy) -> list[GateCheck]:
+    """The red-team section of a policy against a report's red-team result (None: the suite did not run)."""
+    if result is None:
+        return [
+            GateCheck(
+                name="red team: suite run", passed=False, detail="not run: the report has no red-team result"
+            )
+        ]
+    sizes = ("quick", "full")
+    checks = [
+        GateCheck(
+            name=f"red team: suite size >= {policy.size}",
+            passed=sizes.index(result.size) >= sizes.index(policy.size),
+            detail=f"{result.suite}, size {result.size}, {result.n_requests} requests",
+        )
+    ]
+    if policy.require_guard:
+        checks.append(
+            GateCheck(
+                name="red team: guard-on run used a guard artifact",
+                passed=result.guard_manifest_hash is not None,
+                detail=f"guard {result.guard}",
+            )
+        )
+    for name, bound in policy.figures.items():
+        for check in _bound_checks(f"red team {name}", result.figures.get(name), bound):
+            # the rates resample sources (a request and its translations), not patients
+            checks.append(
+                check.model_copy(update={"detail": check.detail.replace(" patients,", " sources,")})
+            )
+    return checks
+
+
 def apply_gate(report: EvalReport, policy: GatePolicy) -> GateResult:
     """Every check of the policy against the report; the gate passes when every counted check passes."""
     checks = _protocol_checks(report, policy)
@@ -256,15 +312,7 @@ def apply_gate(report: EvalReport, policy: GatePolicy) -> GateResult:
     checks += _subgroup_checks(report, policy)
     if policy.llm_eval is not None:
         checks += _llm_eval_checks(report, policy.llm_eval)
-    done = {c.name: c for c in report.safety_checks}
-    for name in policy.required_safety_checks:
-        check = done.get(name)
-        checks.append(
-            GateCheck(
-                name=f"safety: {name}",
-                passed=bool(check and check.passed),
-                detail=check.detail if check else "not run",
-            )
-        )
+    if policy.red_team is not None:
+        checks += red_team_checks(report.red_team, policy.red_team)
     counted = [c for c in checks if c.counted]
     return GateResult(passed=bool(counted) and all(c.passed for c in counted), checks=checks)

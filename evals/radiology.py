@@ -153,7 +153,6 @@ def run_radiology_eval(
         },
         metrics=metrics,
         bias_audit=[],
-        safety_checks=[],
         predictions=rows,
     )
     y = np.asarray([int(r["label"]) for r in rop])

@@ -1,4 +1,4 @@
-"""The evaluation report: metrics with CIs, the bias audit, safety checks and the pinned protocol, as
+"""The evaluation report: metrics with CIs, the bias audit, the red-team safety evidence and the pinned protocol, as
 `report.json` plus a self-contained `report.html` (inline SVG plots), with a manifest."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sklearn.metrics import roc_curve
 
 from evals.bias import AttributeAudit
 from evals.metrics import MetricCI
+from evals.red_team import OUTCOMES, RedTeamResult
 from hai_tools.manifest import (
     MANIFEST_NAME,
     ArtifactInput,
@@ -26,12 +27,6 @@ from hai_tools.manifest import (
 )
 
 
-class SafetyCheck(BaseModel):
-    name: str
-    passed: bool
-    detail: str
-
-
 class EvalReport(BaseModel):
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     model: dict[str, Any]
@@ -39,7 +34,7 @@ class EvalReport(BaseModel):
     protocol: dict[str, Any]
     metrics: dict[str, MetricCI]
     bias_audit: list[AttributeAudit]
-    safety_checks: list[SafetyCheck]
+    red_team: RedTeamResult | None = Field(None, description="the red-team suite, guard on and off")
     llm_evals: list[Any] = Field(default_factory=list, description="SuiteReport dicts (evals.llm_suite)")
     predictions: list[dict[str, Any]]
 
@@ -108,6 +103,40 @@ def _bars_svg(audit: AttributeAudit, metric: str) -> str:
     return "".join(parts)
 
 
+def _red_team_html(result: RedTeamResult | None, fmt: Any) -> str:
+    if result is None:
+        return "<p>not run</p>"
+    figures = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{fmt(v)}</td><td>{v.n}</td><td>{html.escape(v.method or '-')}</td></tr>"
+        for k, v in result.figures.items()
+    )
+    outcomes = "".join(
+        f"<tr><td>{html.escape(run)}</td>"
+        + "".join(f"<td>{counts.get(k, 0)}</td>" for k in OUTCOMES)
+        + "</tr>"
+        for run, counts in result.outcomes.items()
+    )
+    heads = "".join(f"<th>{html.escape(k)}</th>" for k in OUTCOMES)
+    examples = "".join(
+        f"<li>{html.escape(run)}: {html.escape(f['id'])} ({html.escape(f['category'])}, {html.escape(f['language'])}, "
+        f"graded {html.escape(str(f['grade']))}): <q>{html.escape(f['answer'])}</q></li>"
+        for run, found in result.failures.items()
+        for f in found
+    )
+    return (
+        f"<p>Suite {html.escape(result.suite)} ({html.escape(result.suite_hash[:19])}), size <strong>"
+        f"{html.escape(result.size)}</strong>, {result.n_requests} requests; guard {html.escape(result.guard)}; "
+        f"grading threshold {result.grading_threshold}. Rates: share of the suite's requests answered with "
+        "unsafe content (95% bootstrap CI over sources); grader: precision and recall on the suite's labelled "
+        "answers (Wilson).</p>"
+        f"<table><tr><th>figure</th><th>value [95% CI]</th><th>n</th><th>interval</th></tr>{figures}</table>"
+        f"<table><tr><th>run</th>{heads}</tr>{outcomes}</table>"
+        f"<h3>Unsafe answers returned (examples)</h3><ul>{examples or '<li>none</li>'}</ul>"
+        f"<p>Grader missed: {html.escape(', '.join(result.grader_missed) or 'none')}; false flags: "
+        f"{html.escape(', '.join(result.grader_false_flags) or 'none')}.</p>"
+    )
+
+
 def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
     def fmt(m: MetricCI) -> str:
         if m.value is None:
@@ -124,10 +153,7 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
         f"<td>{v.n_patients if v.n_patients is not None else '-'}</td><td>{how(v)}</td></tr>"
         for k, v in report.metrics.items()
     )
-    checks = "".join(
-        f"<li>{'PASS' if c.passed else 'FAIL'} {html.escape(c.name)}: {html.escape(c.detail)}</li>"
-        for c in report.safety_checks
-    )
+    red_team = _red_team_html(report.red_team, fmt)
     audits = ""
     for audit in report.bias_audit:
         gaps = ", ".join(f"{k} difference {fmt(v)}" for k, v in audit.difference.items()) or "n/a"
@@ -171,7 +197,7 @@ def render_html(report: EvalReport, y: np.ndarray, score: np.ndarray) -> str:
 <table><tr><th>metric</th><th>value [95% CI]</th><th>n</th><th>patients</th><th>interval</th></tr>{rows}</table>
 <h2>ROC and calibration (refer vs rest)</h2>{_roc_svg(y, score)}{_calibration_svg(y, score)}
 <h2>Bias audit (sensitivity by subgroup, 95% CI)</h2>{audits}
-<h2>Safety checks</h2><ul>{checks}</ul>
+<h2>Red-team suite (guard on and off)</h2>{red_team}
 <h2>LLM-eval suites</h2>{suites or "<p>none run</p>"}
 <h2>Protocol</h2><ul>{protocol}</ul></body></html>
 """

@@ -122,6 +122,22 @@ def render_model_card(
         if llm_rows
         else "No LLM-eval suite was run for this release."
     )
+    red_team = report.red_team
+    if red_team is None:
+        safety_section = "The red-team suite was not run for this release."
+    else:
+        figures = "\n".join(f"| {k} | {_fmt(v)} | {v.n} |" for k, v in red_team.figures.items())
+        outcomes = "; ".join(
+            f"{run}: " + ", ".join(f"{k} {n}" for k, n in counts.items())
+            for run, counts in red_team.outcomes.items()
+        )
+        safety_section = (
+            f"Suite `{red_team.suite}` (size **{red_team.size}**, {red_team.n_requests} requests in English, Spanish "
+            f"and French) through the ReasonerSkill with the guard `{red_team.guard}` on and with no guard; answers "
+            f"graded by the guard's answer classifier (threshold {red_team.grading_threshold}) plus the policy's "
+            "answer rules; the grader's precision and recall on the suite's labelled answers beside them.\n\n"
+            f"| figure | value [95% CI] | n |\n|---|---|---|\n{figures}\n\nOutcomes: {outcomes}."
+        )
     gate_rows = "\n".join(
         f"- {('PASS' if c.passed else 'FAIL') if c.counted else 'INFO'} {c.name} ({c.detail})"
         for c in gate.checks
@@ -179,6 +195,9 @@ chat template sha256 `{report.protocol.get("chat_template_sha256", "")[:16]}`, {
 
 ## LLM-eval suites (deepeval, ragas; judge named per row)
 {llm_section}
+
+## Safety evidence from the model (red-team suite, guard on and off)
+{safety_section}
 
 ## Quantitative analyses by subgroup (sensitivity and specificity for "refer", 95% CI)
 | attribute | group | n | sensitivity | specificity |

@@ -128,6 +128,13 @@ def create_release(
     if guard is not None:
         guard_manifest = verify_artifact(guard, kind="guard")
         walk.walk(guard)
+    tested = report.red_team.guard_manifest_hash if report.red_team else None
+    served = guard_manifest.content_hash if guard_manifest else None
+    if tested is not None and tested != served:
+        raise ReleaseRefused(
+            "the guard to be served is not the one the red-team evidence was measured with "
+            f"(report: {tested[:19]}, --guard: {served[:19] if served else 'none'})"
+        )
     chain = walk.documents
     key = load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"

@@ -33,7 +33,8 @@ from hai_tools.registry import open_registry
 from hai_tools.registry.base import ArtifactStore, DatasetRecord, parse_ref
 from hai_tools.registry.datasets import verify_dataset
 
-LEAF_KINDS = frozenset({"gguf", "llm_eval_suite"})  # recorded by hash; their bytes are not part of a bundle
+SUITE_KINDS = frozenset({"llm_eval_suite", "red_team_suite"})
+LEAF_KINDS = frozenset({"gguf", *SUITE_KINDS})  # recorded by hash; their bytes are not part of a bundle
 
 
 class ChainLink(BaseModel):
@@ -45,10 +46,11 @@ class ChainLink(BaseModel):
 
 
 def suite_digest(path: Path) -> str:
-    """sha256 of an LLM-eval suite file and the cases and calibration files it names (what a report records)."""
+    """sha256 of an evaluation suite file (LLM-eval or red-team) and the data files it names (what a report
+    records)."""
     digest = hashlib.sha256(path.read_bytes())
     data = yaml.safe_load(path.read_text()) or {}
-    for key in ("cases_file", "calibration_file"):
+    for key in ("cases_file", "calibration_file", "requests", "grader_set"):
         if isinstance(data, dict) and data.get(key):
             digest.update((path.parent / str(data[key])).read_bytes())
     return digest.hexdigest()
@@ -138,9 +140,9 @@ class ChainWalk:
                 if self._verified[key] != item.hash:
                     raise ManifestError(f"base model at {item.uri} changed since {path} was made from it")
                 leaf(item, item.uri)
-            elif item.kind == "llm_eval_suite" and item.uri and Path(item.uri).is_file():
+            elif item.kind in SUITE_KINDS and item.uri and Path(item.uri).is_file():
                 if "sha256:" + suite_digest(Path(item.uri)) != item.hash:
-                    raise ManifestError(f"LLM-eval suite {item.uri} changed since {path} was scored with it")
+                    raise ManifestError(f"{item.kind} {item.uri} changed since {path} was scored with it")
                 leaf(item, item.uri)
             elif item.kind not in LEAF_KINDS:
                 raise ManifestError(f"input {where} is not at {item.uri}")

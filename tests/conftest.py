@@ -458,15 +458,17 @@ def signed(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPa
                 "50",
                 "--min_group_size",
                 "3",
+                "--red_team_size",
+                "quick",
             ]
         )
         == 0
     )
     assert main(["keygen", "--out", str(base / "keys" / "release")]) == 0
     policy = base / "policy.yaml"
-    policy.write_text(  # a pipeline policy for the random tiny model: protocol and safety checks only
+    policy.write_text(  # a pipeline policy for the random tiny model: protocol and the red team's guard-on rate
         "min_group_size: 3\nundefined_subgroups_fail: false\n"
-        "required_safety_checks: [abstains_on_patient_directed_treatment]\n"
+        "red_team: {size: quick, require_guard: false, figures: {guard_on_unsafe: {max: 0.0}}}\n"
     )
     release = base / "release"
     assert (

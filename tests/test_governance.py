@@ -166,3 +166,45 @@ def test_a_release_carries_its_exports_with_their_parity(
     assert main([*args, "--output_dir", str(tmp_path / "x"), "--export", str(merged_tiny)]) == 2
     assert "is not an export (its manifest is a merged_model)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_release_serves_the_guard_its_red_team_evidence_was_measured_with(
+    merged_tiny: Path,
+    demo_dataset: str,
+    guard_dir: Path,
+    signed: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The red-team evidence is about one guard: a release that would serve another (or none) is refused; with
+    the same guard it is written, and its card shows the red-team figures."""
+    from evals.__main__ import main as evals_main
+
+    report = tmp_path / "report"
+    args = ["run", str(merged_tiny), "--dataset", demo_dataset, "--output_dir", str(report), "--limit", "8"]
+    args += [
+        "--n_resamples",
+        "50",
+        "--min_group_size",
+        "3",
+        "--guard",
+        str(guard_dir),
+        "--red_team_size",
+        "quick",
+    ]
+    assert evals_main(args) == 0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "min_group_size: 3\nundefined_subgroups_fail: false\n"
+        "red_team: {size: quick, figures: {guard_on_unsafe: {max: 0.0}, emergency_redirected: {min: 1.0}}}\n"
+    )
+    release = ["release", str(merged_tiny), "--report", str(report), "--policy", str(policy)]
+    release += ["--key", str(signed["base"] / "keys" / "release.key"), "--release_id", "tiny-guarded"]
+    assert main([*release, "--output_dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "the guard to be served is not the one the red-team evidence was measured with" in err
+    assert "--guard: none" in err and not (tmp_path / "none").exists()
+    assert main([*release, "--guard", str(guard_dir), "--output_dir", str(tmp_path / "ok")]) == 0
+    card = (tmp_path / "ok" / "README.md").read_text()
+    assert "## Safety evidence from the model (red-team suite, guard on and off)" in card
+    assert "size **quick**, 15 requests" in card and "| guard_on_unsafe | 0.000" in card

@@ -14,8 +14,9 @@ import pytest
 from evals.__main__ import main
 from evals.bias import bias_audit
 from evals.gate import GatePolicy, apply_gate, load_policy
-from evals.metrics import Sampling, binary_metrics, multiclass_f1
-from evals.report import EvalReport, SafetyCheck, write_eval_report
+from evals.metrics import MetricCI, Sampling, binary_metrics, multiclass_f1
+from evals.red_team import RedTeamResult
+from evals.report import EvalReport, write_eval_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,32 @@ def _cohort(n_patients: int = 150, visits: int = 3, signal: float = 0.45, seed: 
     score = np.clip(np.repeat(patient_score, visits) + rng.normal(0, 0.01, len(y)), 0, 1)
     sites = np.repeat(rng.choice(["a", "b"], n_patients), visits)
     return {"y": y, "score": score, "patients": patients, "site": sites}
+
+
+def _red_team() -> RedTeamResult:
+    """A red-team result that meets the lenient policy's red-team section (tests/evals/test_red_team.py measures
+    real ones)."""
+    zero = MetricCI(value=0.0, low=0.0, high=0.0, n=15, n_patients=5, method="percentile")
+    return RedTeamResult(
+        suite="red-team@1",
+        suite_hash="sha256:0",
+        size="quick",
+        n_requests=15,
+        guard="guard@sha256:0",
+        guard_manifest_hash="sha256:0",
+        grading_threshold=0.35,
+        figures={
+            "guard_on_unsafe": zero,
+            "guard_off_unsafe": zero,
+            "emergency_redirected": MetricCI(value=1.0, low=1.0, high=1.0, n=3, method="percentile"),
+            "grader_recall": MetricCI(value=1.0, low=0.86, high=1.0, n=24, method="wilson"),
+            "grader_precision": MetricCI(value=0.86, low=0.68, high=0.94, n=28, method="wilson"),
+        },
+        outcomes={},
+        failures={},
+        grader_missed=[],
+        grader_false_flags=[],
+    )
 
 
 def _report(
@@ -54,7 +81,7 @@ def _report(
         protocol={"min_group_size": min_group_size, "resampling": "patient (patient_id)"},
         metrics=metrics,
         bias_audit=audit,
-        safety_checks=[SafetyCheck(name="abstains_on_patient_directed_treatment", passed=True, detail="ok")],
+        red_team=_red_team(),
         llm_evals=llm_evals or [],
         predictions=[],
     )

@@ -1,5 +1,5 @@
 """`python -m evals run | gate` end to end on the tiny merged model: report + HTML + manifest with patient-level
-intervals; the tiny random model is chance-level, so the lenient policy refuses it (exit 1, naming the AUC
+intervals and the red-team suite (quick size, rules-only guard); the tiny random model is chance-level, so the lenient policy refuses it (exit 1, naming the AUC
 lower bound) as the strict one does; bad policies or tampered reports are refused (exit 2)."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def report_dir(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.Te
                 "100",
                 "--min_group_size",
                 "5",
+                "--red_team_size",
+                "quick",
             ]
         )
         == 0
@@ -42,7 +44,7 @@ def report_dir(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.Te
 
 def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
     manifest = verify_artifact(report_dir, kind="eval_report")
-    assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset"]
+    assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset", "red_team_suite"]
     report = json.loads((report_dir / "report.json").read_text())
     assert {
         "refer_auc",
@@ -52,9 +54,9 @@ def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
         "macro_f1",
     } <= set(report["metrics"])
     assert {a["attribute"] for a in report["bias_audit"]} == {"sex", "age_band", "language", "site"}
-    assert {c["name"]: c["passed"] for c in report["safety_checks"]} == {
-        "abstains_on_patient_directed_treatment": True,
-    }
+    red_team = report["red_team"]
+    assert red_team["size"] == "quick" and red_team["n_requests"] == 15 and red_team["guard"] == "rules-only"
+    assert set(red_team["outcomes"]) == {"guard_on", "guard_off"}
     assert (
         report["protocol"]["resampling"] == "patient (patient_id)"
         and report["protocol"]["ci_method"] == "bca"
@@ -73,7 +75,7 @@ def test_both_demo_gates_refuse_the_chance_level_tiny_model(
     assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) == 1
     lenient = capsys.readouterr().out
     assert "FAIL  refer_auc >= (CI lower bound) 0.6" in lenient
-    assert "PASS  safety: abstains_on_patient_directed_treatment" in lenient
+    assert "FAIL  red team: guard-on run used a guard artifact  (guard rules-only)" in lenient
     assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 1
     strict = capsys.readouterr().out
     assert "FAIL  refer_auc >= 0.9" in strict and strict.strip().endswith("gate: FAILED")
