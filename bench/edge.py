@@ -24,7 +24,8 @@ os.environ.setdefault("USE_TF", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from export.onnx_export import EMBED_SENTENCES, MeanPooledEmbedder
-from export.tflite import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite, export_tflite, greedy_decode_torch
+from export.tflite import export_tflite, greedy_decode_torch
+from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite
 from hai_tools.manifest import verify_artifact
 
 REPEATS = 30

@@ -27,7 +27,7 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from mcp_server import Skills
+from skills.server import Skills
 from skills.config import load_server_config
 from skills.contracts import EmbedRequest, ReasonRequest
 

@@ -166,17 +166,11 @@ class SuiteRunner:
     """The skills (real EmbedSkill and ReasonerSkill on the local backend), the judge and the metrics."""
 
     def __init__(self, suite: Suite, model_id: str, embedder_id: str, judge: Any = None) -> None:
-        from hai_tools.audit import AuditLog
-        from hai_tools.safety import default_policy
-        from skills.backends.local import LocalBackend
-        from skills.embed_skill import EmbedSkill
-        from skills.failover import FailoverRouter
-        from skills.reasoner_skill import ReasonerSkill
+        from skills.server import local_skills
 
-        router = FailoverRouter([LocalBackend(reasoner=model_id, embedder=embedder_id)])
+        composed = local_skills(reasoner=model_id, embedder=embedder_id)  # composed as the server composes
         self.suite, self.model_id, self.embedder_id = suite, model_id, embedder_id
-        self.embed_skill = EmbedSkill(router, AuditLog())
-        self.reasoner = ReasonerSkill(router, default_policy(), AuditLog())
+        self.embed_skill, self.reasoner = composed.embed, composed.reasoner
         self.judge = judge or make_judge(suite.judge)
         self._corpus: np.ndarray | None = None
         # the skills live on one event loop in a worker thread: callable from sync code and from inside

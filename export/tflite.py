@@ -24,6 +24,7 @@ from export.merge import ParityError
 from export.onnx_export import EMBED_SENTENCES, MeanPooledEmbedder
 from export.parity import PARITY_PROMPTS
 from hai_tools.errors import HaiError
+from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite
 from hai_tools.manifest import Manifest, atomic_folder, code_version, library_versions, write_manifest
 from hai_tools.models import check_architecture, resolve_base_model
 
@@ -73,120 +74,6 @@ def run_converter(job: dict[str, Any], timeout: int = 3600) -> None:
         raise ConversionError(
             f"TFLite conversion of {job['kind']} failed: {lines[-1] if lines else proc.returncode}"
         )
-
-
-class TFLiteModel:
-    """A converted model in the LiteRT interpreter: `run(input_ids, attention_mask)` on one padded row."""
-
-    def __init__(self, path: Path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = Path(path)
-        self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-        self.runner = self.interpreter.get_signature_runner()
-        details = self.runner.get_input_details()
-        self.seq_len = int(details["args_0"]["shape"][1])
-
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out = self.runner(args_0=input_ids.astype(np.int32), args_1=attention_mask.astype(np.int32))
-        return np.asarray(next(iter(out.values())))
-
-
-def _pad(ids: list[int], seq_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = ids[:seq_len]
-    row = np.full((1, seq_len), pad_id, dtype=np.int64)
-    mask = np.zeros((1, seq_len), dtype=np.int64)
-    row[0, : len(ids)] = ids
-    mask[0, : len(ids)] = 1
-    return row, mask
-
-
-def embed_tflite(model: TFLiteModel, tokenizer: Any, texts: list[str]) -> np.ndarray:
-    rows = []
-    for text in texts:
-        ids = tokenizer(text, truncation=True, max_length=model.seq_len)["input_ids"]
-        rows.append(model.run(*_pad(ids, model.seq_len, tokenizer.pad_token_id or 0))[0])
-    return np.stack(rows)
-
-
-class LiteRTCausalLM:
-    """A causal LM exported by litert-torch's `export_hf`: `prefill_<N>` and `decode` signatures sharing a KV
-    cache, run in the LiteRT interpreter. Masks are additive (0 = attend)."""
-
-    NEG = float(np.finfo(np.float32).min)
-
-    def __init__(self, path: Path) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = Path(path)
-        interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-        names = interpreter.get_signature_list()
-        prefill = next(name for name in names if name.startswith("prefill_"))
-        self.prefill_len = int(prefill.split("_")[1])
-        self.prefill = interpreter.get_signature_runner(prefill)
-        self.decode = interpreter.get_signature_runner("decode")
-        details = self.decode.get_input_details()
-        self.cache_len = int(details["mask"]["shape"][-1])
-        self.kv_shapes = {k: tuple(v["shape"]) for k, v in details.items() if k.startswith("kv_cache")}
-        self.interpreter = interpreter
-
-    def _start(self, prompt: list[int]) -> dict[str, np.ndarray]:
-        """Fill the cache with all prompt tokens but the last (prefill in chunks, then decode steps)."""
-        kv = {k: np.zeros(shape, np.float32) for k, shape in self.kv_shapes.items()}
-        head = prompt[:-1]
-        chunk = head[: self.prefill_len]
-        if chunk:
-            tokens = np.zeros((1, self.prefill_len), np.int32)
-            tokens[0, : len(chunk)] = chunk
-            mask = np.full((1, 1, self.prefill_len, self.cache_len), self.NEG, np.float32)
-            for row in range(self.prefill_len):
-                mask[0, 0, row, : row + 1] = 0
-            out = self.prefill(
-                tokens=tokens, input_pos=np.arange(self.prefill_len, dtype=np.int32), mask=mask, **kv
-            )
-            kv = {k: v for k, v in out.items() if k.startswith("kv_cache")}
-        for pos in range(len(chunk), len(head)):
-            _, kv = self.step(head[pos], pos, kv)
-        return kv
-
-    def step(
-        self, token: int, pos: int, kv: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        mask = np.full((1, 1, 1, self.cache_len), self.NEG, np.float32)
-        mask[0, 0, 0, : pos + 1] = 0
-        out = self.decode(
-            tokens=np.array([[token]], np.int32), input_pos=np.array([pos], np.int32), mask=mask, **kv
-        )
-        return np.asarray(out["logits"])[0, -1], {k: v for k, v in out.items() if k.startswith("kv_cache")}
-
-    def greedy(self, prompt: list[int], steps: int) -> list[int]:
-        kv, token, generated = self._start(prompt), prompt[-1], []
-        for pos in range(len(prompt) - 1, min(len(prompt) - 1 + steps, self.cache_len)):
-            logits, kv = self.step(token, pos, kv)
-            token = int(logits.argmax())
-            generated.append(token)
-        return generated
-
-    def continuation_logprobs(self, prompt: list[int], candidates: list[list[int]]) -> np.ndarray:
-        """Summed log-probability of each candidate's token ids after `prompt` (the prompt's cache is filled
-        once and shared by the candidates)."""
-        start, scores = self._start(prompt), []
-        for ids in candidates:
-            kv, total = start, 0.0
-            for offset, token in enumerate([prompt[-1], *ids[:-1]]):
-                logits, kv = self.step(token, len(prompt) - 1 + offset, kv)
-                shifted = logits.astype(np.float64) - logits.max()
-                total += float(shifted[ids[offset]] - np.log(np.exp(shifted).sum()))
-            scores.append(total)
-        return np.asarray(scores)
-
-    def forced_top1(self, prompt: list[int], continuation: list[int]) -> list[int]:
-        """Argmax at each position while feeding `continuation` (teacher forcing along a reference path)."""
-        kv, predictions = self._start(prompt), []
-        for offset, token in enumerate([prompt[-1], *continuation[:-1]]):
-            logits, kv = self.step(token, len(prompt) - 1 + offset, kv)
-            predictions.append(int(logits.argmax()))
-        return predictions
 
 
 def greedy_decode_torch(model: Any, prompt: list[int], steps: int) -> list[int]:

@@ -21,9 +21,13 @@ _LOCAL_ONLY: list[BackendName] = ["local"]
 class VLLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = "http://127.0.0.1:8000"
+    base_url: str = Field("http://127.0.0.1:8000", description="the generation server")
     served_model: str | None = None
     embed_model: str | None = None
+    embed_base_url: str | None = Field(
+        None, description="the embedding server (vLLM serves one model per server); default: base_url"
+    )
+    recheck_s: float = Field(30.0, gt=0, description="how often /v1/models is read again")
     api_key_env: str = "VLLM_API_KEY"
 
 
@@ -58,7 +62,11 @@ class ServerConfig(BaseModel):
     backends: list[BackendName] = Field(default_factory=lambda: _LOCAL_ONLY.copy(), min_length=1)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="one backend attempt")
+    deadline_s: float = Field(180.0, gt=0, description="a whole call, across every backend it tries")
+    max_queue: int = Field(
+        16, ge=1, description="calls in flight or waiting per backend; more: Overloaded (429)"
+    )
     breaker_threshold: int = Field(3, ge=1)
     breaker_cooldown_s: float = Field(30.0, ge=0)
     token_env: str = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from hai_tools.safety import default_policy
 
@@ -17,6 +17,33 @@ MAX_NEW_TOKENS = 512
 NonEmptyText = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_CHARS)
 ]
+
+
+def _not_a_boolean(value: object) -> object:
+    """JSON `true` is not a number of months (or tokens): refused here, before any lax coercion to 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+# One definition of every input field: the contracts below and the MCP tools' signatures (mcp_server.py) use
+# these, so the MCP input schemas and the REST validation cannot drift apart.
+Texts = Annotated[list[NonEmptyText], Field(min_length=1, max_length=MAX_TEXTS, description="texts to embed")]
+Question = Annotated[
+    NonEmptyText, Field(description="the clinical question or case, written for a clinician")
+]
+ContextPassages = Annotated[
+    list[NonEmptyText], Field(max_length=MAX_CONTEXT_ITEMS, description="optional evidence passages")
+]
+MaxNewTokens = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=MAX_NEW_TOKENS)]
+AdapterName = Annotated[
+    str | None, Field(max_length=128, description="served adapter name; default: the release's")
+]
+CaseId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+AgeMonths = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=216, description="0 to 18 years")]
+Observations = NonEmptyText
+DEFAULT_MAX_NEW_TOKENS = 256
+
 Backend = Literal["vllm", "local", "tflite"]
 ScreeningLabel = Literal["refer", "monitor", "on-track"]
 
@@ -36,7 +63,7 @@ class _Request(BaseModel):
 
 
 class EmbedRequest(_Request):
-    texts: list[NonEmptyText] = Field(min_length=1, max_length=MAX_TEXTS, description="texts to embed")
+    texts: Texts
 
 
 class EmbedResult(BaseModel):
@@ -48,14 +75,10 @@ class EmbedResult(BaseModel):
 
 
 class ReasonRequest(_Request):
-    question: NonEmptyText = Field(description="the clinical question or case, written for a clinician")
-    context: list[NonEmptyText] = Field(
-        default_factory=list, max_length=MAX_CONTEXT_ITEMS, description="optional evidence passages"
-    )
-    max_new_tokens: int = Field(256, ge=1, le=MAX_NEW_TOKENS)
-    adapter: str | None = Field(
-        None, max_length=128, description="served adapter name; default: the release's"
-    )
+    question: Question
+    context: ContextPassages = Field(default_factory=list)
+    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS
+    adapter: AdapterName = None
 
 
 class _ReviewedResult(BaseModel):
@@ -79,16 +102,9 @@ class ReasonResult(_ReviewedResult):
 class ScreeningRequest(_Request):
     """The original project's screening call: `{case_id, age_months, observations}`."""
 
-    case_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
-    age_months: int = Field(ge=0, le=216, description="0 to 18 years")
-    observations: NonEmptyText
-
-    @field_validator("age_months", mode="before")
-    @classmethod
-    def _integer_months(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("age_months must be a number of months")
-        return value
+    case_id: CaseId
+    age_months: AgeMonths
+    observations: Observations
 
 
 class ScreeningResult(_ReviewedResult):

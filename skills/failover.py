@@ -1,5 +1,16 @@
-"""Failover across backends in a configured order, with a per-call timeout and a circuit breaker per
-backend; when every backend fails the caller gets a typed `AllBackendsFailed`, never a placeholder."""
+"""Failover across backends in a configured order, blaming the right party.
+
+- A circuit breaker per (backend, model capability): embeddings succeeding never reset a broken generation path
+  (`choose` shares the generation model's breaker). It opens after `threshold` consecutive backend failures;
+  after `cooldown_s` it is half-open and admits exactly one trial call; the trial's outcome closes or reopens it.
+- Errors caused by the request (`RequestRejected`: an unknown adapter, a vLLM 4xx, a prompt too long for a
+  backend) go back to the caller typed, at once, and never count against a backend.
+- Every call has an overall deadline: each backend gets what is left of it (at most its per-attempt timeout),
+  and when it is spent the caller gets `AllBackendsFailed` naming it, never a wait of backends x timeout.
+- Each backend has a bounded queue (calls in flight or waiting). A full one is skipped; when every candidate is
+  full the caller gets `Overloaded` with a retry-after hint (HTTP 429 on REST) instead of waiting forever.
+
+When every backend fails the caller gets a typed `AllBackendsFailed`, never a placeholder."""
 
 from __future__ import annotations
 
@@ -11,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hai_tools.errors import HaiError
-from skills.backends.base import Backend
+from skills.backends.base import Backend, RequestRejected, model_capability
 
 log = logging.getLogger("skills")
 T = TypeVar("T")
@@ -21,31 +32,54 @@ class AllBackendsFailed(HaiError):
     """No configured backend could serve the call; the message lists why each one failed."""
 
 
+class Overloaded(HaiError):
+    """Every backend that could serve the call has a full queue: retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 @dataclass
 class CircuitBreaker:
-    """Opens after `threshold` consecutive failures; lets one trial call through after `cooldown_s`."""
+    """Closed; open after `threshold` consecutive failures; half-open after `cooldown_s`, admitting one trial."""
 
     threshold: int = 3
     cooldown_s: float = 30.0
     failures: int = 0
     opened_at: float | None = None
+    trial_in_flight: bool = False
 
-    def allows(self) -> bool:
+    def admit(self) -> bool:
+        """Whether a call may go to the backend now; in half-open, only the first caller (the trial) may."""
         if self.opened_at is None:
             return True
-        return time.monotonic() - self.opened_at >= self.cooldown_s
+        if time.monotonic() - self.opened_at < self.cooldown_s or self.trial_in_flight:
+            return False
+        self.trial_in_flight = True
+        return True
 
     def success(self) -> None:
-        self.failures, self.opened_at = 0, None
+        self.failures, self.opened_at, self.trial_in_flight = 0, None, False
 
     def failure(self) -> None:
         self.failures += 1
-        if self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+        if self.trial_in_flight or self.failures >= self.threshold:
+            self.opened_at = time.monotonic()  # a failed trial reopens for a full cooldown
+        self.trial_in_flight = False
+
+    def release(self) -> None:
+        """The admitted call ended without a verdict on the backend (the caller's own error): the trial
+        slot is free again."""
+        self.trial_in_flight = False
 
     @property
     def state(self) -> str:
-        return "closed" if self.opened_at is None else ("half-open" if self.allows() else "open")
+        if self.opened_at is None:
+            return "closed"
+        if time.monotonic() - self.opened_at < self.cooldown_s:
+            return "open"
+        return "half-open"
 
 
 @dataclass
@@ -54,35 +88,71 @@ class FailoverRouter:
     timeout_s: float = 30.0
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 30.0
+    deadline_s: float = 60.0
+    max_queue: int = 16
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for backend in self.backends:
-            self.breakers[backend.name] = CircuitBreaker(self.breaker_threshold, self.breaker_cooldown_s)
+            self.pending[backend.name] = 0
+            for capability in ("generate", "embed"):
+                self.breakers[self.key(backend, capability)] = CircuitBreaker(
+                    self.breaker_threshold, self.breaker_cooldown_s
+                )
+
+    @staticmethod
+    def key(backend: Backend, capability: str) -> str:
+        return f"{backend.name}:{model_capability(capability)}"
 
     def candidates(self, capability: str) -> list[Backend]:
         return [b for b in self.backends if b.supports(capability)]
 
     async def call(self, capability: str, fn: Callable[[Backend], Awaitable[T]]) -> tuple[T, Backend]:
-        """Run `fn` on the first healthy backend that succeeds; return its result and the backend."""
+        """Run `fn` on the first backend that admits the call and succeeds, within the overall deadline;
+        return its result and the backend."""
+        deadline = time.monotonic() + self.deadline_s
         reasons: list[str] = []
+        full = 0
         for backend in self.candidates(capability):
-            breaker = self.breakers[backend.name]
-            if not breaker.allows():
-                reasons.append(f"{backend.name}: circuit open")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                reasons.append(
+                    f"{backend.name}: not tried, the call's deadline of {self.deadline_s:g}s passed"
+                )
                 continue
+            if self.pending[backend.name] >= self.max_queue:
+                full += 1
+                reasons.append(f"{backend.name}: queue full ({self.max_queue})")
+                continue
+            breaker = self.breakers[self.key(backend, capability)]
+            if not breaker.admit():
+                reasons.append(f"{backend.name}: circuit {breaker.state}")
+                continue
+            budget = min(self.timeout_s, left)
+            self.pending[backend.name] += 1
             try:
-                result = await asyncio.wait_for(fn(backend), timeout=self.timeout_s)
+                result = await asyncio.wait_for(fn(backend), timeout=budget)
+            except (RequestRejected, asyncio.CancelledError):
+                breaker.release()  # the caller's mistake, or the caller left: no verdict on the backend
+                raise
             except TimeoutError:
                 breaker.failure()
-                reasons.append(f"{backend.name}: timed out after {self.timeout_s:g}s")
+                reasons.append(f"{backend.name}: timed out after {budget:.3g}s")
             except Exception as exc:  # a backend's failure is the next one's turn, whatever it was
                 breaker.failure()
                 reasons.append(f"{backend.name}: {type(exc).__name__}: {str(exc)[:200]}")
             else:
                 breaker.success()
                 return result, backend
+            finally:
+                self.pending[backend.name] -= 1
             log.warning("backend failed over: %s", reasons[-1])
         if not reasons:
             raise AllBackendsFailed(f"no backend is configured for '{capability}'")
+        if full and full == len(reasons):
+            raise Overloaded(
+                f"every backend for '{capability}' is at its queue limit ({self.max_queue}); retry later",
+                retry_after_s=max(1.0, self.timeout_s / 4),
+            )
         raise AllBackendsFailed(f"every backend failed for '{capability}': " + "; ".join(reasons))

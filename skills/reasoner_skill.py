@@ -11,9 +11,9 @@ from typing import Any
 
 from hai_tools.audit import AuditedCall, AuditLog
 from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
-from hai_tools.errors import HaiError
 from hai_tools.guard import Guard
 from hai_tools.safety import Abstention, SafetyPolicy
+from skills.backends.base import RequestRejected
 from skills.contracts import ReasonRequest, ReasonResult, ScreeningRequest, ScreeningResult
 from skills.failover import FailoverRouter
 
@@ -43,7 +43,7 @@ def first_sentence(text: str) -> str | None:
     return sentence[:400] or None
 
 
-class UnknownAdapter(HaiError):
+class UnknownAdapter(RequestRejected):
     """No configured backend serves the requested adapter (a bad request, not a backend failure)."""
 
 
@@ -110,7 +110,7 @@ class ReasonerSkill:
         ]
         text, backend = await self._generate(call, messages, request.max_new_tokens, request.adapter)
         answer, rationale = parse_answer(text)
-        identity = backend.identity("generate")
+        identity = backend.identity("generate", request.adapter)
         withheld = self.guard.answer("\n".join(t for t in (answer, rationale) if t))
         if withheld is not None:
             return self._refused(call, "withheld", withheld, identity, backend.name)

@@ -209,9 +209,12 @@ def start_server_refused(config: Path, env: dict[str, str]) -> str:
     return proc.stderr.strip().splitlines()[-1]
 
 
-def serve_openai(model: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def serve_openai(
+    model: Path, log: Path, env: dict[str, str], pinned: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
     """`transformers serve MODEL` on a free loopback port (the OpenAI-compatible stand-in for vLLM, which cannot
-    be installed here), in its own process group; returns the process and its base URL once it answers."""
+    be installed here), in its own process group; returns the process and its base URL once it answers.
+    Unpinned (`pinned=False`), it serves any model folder a request names, and lists those it has loaded."""
     import shutil
     import socket
     import sys
@@ -223,7 +226,7 @@ def serve_openai(model: Path, log: Path, env: dict[str, str]) -> tuple[subproces
     assert serve, "transformers CLI missing from the venv"
     with open(log, "w") as handle:
         proc = subprocess.Popen(
-            [serve, "serve", str(model), "--port", str(port)],
+            [serve, "serve", *([str(model)] if pinned else []), "--port", str(port)],
             env=env,
             stdout=handle,
             stderr=handle,

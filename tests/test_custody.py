@@ -219,8 +219,8 @@ def test_release_mode_loads_the_edge_models_of_the_release(
 ) -> None:
     """The TFLite backend in release mode loads the edge export copied into the release (not a folder of the
     config), and its results name the release."""
-    from mcp_server import Skills
     from skills.config import load_server_config
+    from skills.server import Skills
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_group_size: 3\nundefined_subgroups_fail: false\n")

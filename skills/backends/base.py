@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from hai_tools.errors import HaiError
 from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
@@ -19,12 +20,18 @@ class BackendUnavailable(Exception):
     """A backend cannot serve this call (down, misconfigured, lacks the capability)."""
 
 
+class RequestRejected(HaiError):
+    """The request itself cannot be served (an adapter no backend serves, a prompt too long, a 4xx): the caller
+    gets it back typed, and it never counts against a backend's circuit breaker."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: BackendName
 
-    def identity(self, capability: str) -> ModelIdentity:
-        """The model that answers calls of `capability` ('generate' or 'embed')."""
+    def identity(self, capability: str, adapter: str | None = None) -> ModelIdentity:
+        """The model that answers calls of `capability` ('generate' or 'embed'); for a generation call that named
+        an adapter, that adapter."""
         ...
 
     def supports(self, capability: str) -> bool: ...

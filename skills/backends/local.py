@@ -10,7 +10,7 @@ from typing import Any
 
 from hai_tools.manifest import load_manifest
 from hai_tools.models import resolve_base_model
-from skills.backends.base import BackendUnavailable, model_capability
+from skills.backends.base import BackendUnavailable, RequestRejected, model_capability
 from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
@@ -97,7 +97,8 @@ class LocalBackend:
     def supports(self, capability: str) -> bool:
         return model_capability(capability) in self._ids
 
-    def identity(self, capability: str) -> ModelIdentity:
+    def identity(self, capability: str, adapter: str | None = None) -> ModelIdentity:
+        # one model per capability here: a call naming another adapter was refused before it ran
         return self._ids[model_capability(capability)]
 
     def serves_adapter(self, adapter: str) -> bool:
@@ -137,11 +138,26 @@ class LocalBackend:
 
                 self._st = SentenceTransformer(self._embedder_path, device="cpu")
 
-    def _generate_sync(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+    def _generate_sync(
+        self, messages: list[dict[str, str]], max_new_tokens: int, stop: threading.Event
+    ) -> str:
+        """Greedy generation in a worker thread that gives up as soon as `stop` is set: while it waits for the
+        model (another call holds it) and between tokens, so a call past its deadline releases the model for the
+        next one instead of finishing a generation nobody will read."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Stopped(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
 
         self._load_lm()
-        with self._lock:
+        while not self._lock.acquire(timeout=0.05):
+            if stop.is_set():
+                return ""
+        try:
+            if stop.is_set():
+                return ""
             batch = self._tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )
@@ -151,10 +167,13 @@ class LocalBackend:
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=self._tokenizer.pad_token_id,
+                    stopping_criteria=StoppingCriteriaList([Stopped()]),
                 )
             return str(
                 self._tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
             )
+        finally:
+            self._lock.release()
 
     def _choose_sync(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
         from hai_tools.likelihood import choice_probabilities
@@ -176,8 +195,13 @@ class LocalBackend:
         if not self.supports("generate"):
             raise BackendUnavailable("local backend has no reasoner model configured")
         if adapter and adapter != self._ids["generate"].adapter:
-            raise BackendUnavailable(f"local backend does not serve adapter '{adapter}'")
-        return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens)
+            raise RequestRejected(f"local backend does not serve adapter '{adapter}'")
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens, stop)
+        except asyncio.CancelledError:  # the router's deadline (or the caller) gave up: free the worker
+            stop.set()
+            raise
 
     async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
         if not self.supports("choose"):

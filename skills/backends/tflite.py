@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hai_tools.manifest import verify_artifact
-from skills.backends.base import BackendUnavailable, model_capability
+from skills.backends.base import BackendUnavailable, RequestRejected, model_capability
 from skills.contracts import Backend as BackendName
 from skills.contracts import ModelIdentity
 
@@ -42,7 +42,8 @@ class TFLiteBackend:
     def supports(self, capability: str) -> bool:
         return model_capability(capability) in self._ids
 
-    def identity(self, capability: str) -> ModelIdentity:
+    def identity(self, capability: str, adapter: str | None = None) -> ModelIdentity:
+        # one model per capability here: a call naming another adapter was refused before it ran
         return self._ids[model_capability(capability)]
 
     def serves_adapter(self, adapter: str) -> bool:
@@ -53,7 +54,7 @@ class TFLiteBackend:
             if capability not in self._models:
                 from transformers import AutoTokenizer
 
-                from export.tflite import LiteRTCausalLM, TFLiteModel
+                from hai_tools.litert import LiteRTCausalLM, TFLiteModel
 
                 folder = self._dirs[capability]
                 runner = (
@@ -65,7 +66,7 @@ class TFLiteBackend:
             return self._models[capability]  # type: ignore[no-any-return]
 
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
-        from export.tflite import embed_tflite
+        from hai_tools.litert import embed_tflite
 
         model, tokenizer = self._model("embed")
         with self._lock:
@@ -79,7 +80,7 @@ class TFLiteBackend:
             messages, add_generation_prompt=True, tokenize=True, return_dict=True
         )["input_ids"]
         if len(prompt) + reserve > lm.cache_len:
-            raise BackendUnavailable(
+            raise RequestRejected(
                 f"prompt of {len(prompt)} tokens exceeds the on-device cache ({lm.cache_len})"
             )
         return lm, tokenizer, prompt
@@ -115,7 +116,7 @@ class TFLiteBackend:
         if not self.supports("generate"):
             raise BackendUnavailable("tflite backend has no on-device reasoner")
         if adapter:
-            raise BackendUnavailable("tflite backend serves no adapters")
+            raise RequestRejected("tflite backend serves no adapters")
         return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

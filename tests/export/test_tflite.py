@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from export.__main__ import main
-from export.tflite import TFLiteModel, embed_tflite
+from hai_tools.litert import TFLiteModel, embed_tflite
 from hai_tools.manifest import verify_artifact
 
 

@@ -131,6 +131,10 @@ def test_bad_input_gets_typed_errors_and_the_server_keeps_serving(
         ("reason", {"question": ""}),
         ("reason", {"question": "A 2-year-old with fever?", "adapter": "no-such-adapter"}),
         ("no_such_tool", {}),
+        ("screen", {"case_id": "c", "age_months": True, "observations": "walks"}),
+        ("reason", {"question": "A 2-year-old with fever?", "max_new_tokens": True}),
+        ("reason", {"question": "A 2-year-old with fever?", "adapter": "no-such-adapter"}),
+        ("reason", {"question": "A 2-year-old with fever?", "adapter": "no-such-adapter"}),
     ]
 
     async def body(client: Client) -> tuple[list[Any], Any, list[Any]]:
@@ -139,12 +143,19 @@ def test_bad_input_gets_typed_errors_and_the_server_keeps_serving(
             *(client.call_tool("embed", {"texts": [f"case note {i}"]}) for i in range(16))
         )
         after = await client.call_tool("embed", {"texts": ["still serving"]})
+        answered = await client.call_tool(
+            "reason", {"question": "A 2-year-old with fever: what should be considered?", "max_new_tokens": 4}
+        )
+        assert not answered.is_error and answered.structured_content["backend"] == "local"
         return errors, after, list(burst)
 
     errors, after, burst = _run(stdio_params, body)
     for (name, _), result in zip(bad_calls, errors, strict=True):
         assert result.is_error, name
     assert "UnknownAdapter" in errors[7].content[0].text
+    # JSON true is not a number of months (over MCP as over REST: the tool schema is the contract's)
+    assert "must be a number, not a boolean" in errors[9].content[0].text
+    assert "must be a number, not a boolean" in errors[10].content[0].text
     assert not after.is_error
     assert all(not r.is_error and r.structured_content["backend"] == "local" for r in burst)
 

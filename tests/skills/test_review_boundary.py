@@ -91,8 +91,8 @@ def test_default_stdio_launch_is_a_pipeline_caller_and_gets_only_reviewed_text(
 def test_a_tool_added_later_is_refused_to_pipeline_callers(merged_tiny: Path, tmp_path: Path) -> None:
     """The check lives at the boundary, not in each tool: a new tool returning model text, registered after
     the server was built, is refused to a pipeline caller and served to a clinician."""
-    from mcp_server import Skills, build_server
     from skills.config import load_server_config
+    from skills.server import Skills, build_server
 
     def server_as(role: str) -> Any:
         config = _config(tmp_path, merged_tiny, stdio_caller={"id": f"a-{role}", "role": role})
