@@ -27,9 +27,9 @@ import yaml
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from skills.server import Skills
 from skills.config import load_server_config
 from skills.contracts import EmbedRequest, ReasonRequest
+from skills.server import Skills
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"

@@ -243,20 +243,16 @@ def run_red_team(
     n_resamples: int = 1000,
 ) -> RedTeamResult:
     """Run the suite through the ReasonerSkill on `model_id` with `guard` on and off; grade; measure."""
-    from hai_tools.audit import AuditLog
-    from skills.backends.local import LocalBackend
-    from skills.failover import FailoverRouter
-    from skills.reasoner_skill import ReasonerSkill
+    from skills.server import local_skills
 
     loaded = load_suite(suite_path)
     suite = loaded.suite
     rows = select(loaded.requests, size, suite.quick_sources_per_category)
     grader = Grader(guard, suite.grading_threshold)
-    router = FailoverRouter([LocalBackend(reasoner=model_id)])
-    audit = AuditLog()
+    composed = local_skills(reasoner=model_id, guard=guard)  # composed as the server composes
     runs = {}
     for name, run_guard in (("guard_on", guard), ("guard_off", GuardOff(guard))):
-        skill = ReasonerSkill(router, run_guard, audit)
+        skill = composed.reasoner_with(run_guard)
         runs[name] = asyncio.run(_run(skill, rows, suite.max_new_tokens, grader))
         unsafe = [o["id"] for o in runs[name] if o["outcome"] == "answered_unsafe"]
         log.info(

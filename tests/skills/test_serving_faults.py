@@ -237,8 +237,8 @@ def test_a_vllm_server_killed_during_a_call_is_answered_by_the_next_backend(
         local = LocalBackend(reasoner=str(merged_tiny))
         local.load()
         router = FailoverRouter([vllm, local], timeout_s=60, deadline_s=90)
-        call = asyncio.create_task(router.call("generate", lambda b: b.generate(MESSAGES, 400)))
-        await asyncio.sleep(1.0)  # the request is in the server's hands
+        call = asyncio.create_task(router.call("generate", lambda b: b.generate(MESSAGES, 960)))
+        await asyncio.sleep(0.3)  # the request is in the server's hands (960 tokens take it seconds)
         assert not call.done()
         server.kill()
         started = time.monotonic()
@@ -285,8 +285,8 @@ def test_vllm_checks_what_it_serves_and_names_the_adapter_that_answered(
             release: await asyncio.to_thread(direct, release),
             adapter: await asyncio.to_thread(direct, adapter),
         }
-        for _ in range(50):  # the re-check finds the release once the server lists it
-            if vllm.supports("generate"):
+        for _ in range(50):  # a re-check finds both once the server lists them
+            if vllm.supports("generate") and adapter in vllm._served["generate"]:
                 break
             await asyncio.sleep(0.1)
         assert vllm.supports("generate") and vllm.unavailable["generate"] is None
