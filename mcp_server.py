@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         import uvicorn
 
-        uvicorn.run(build_http_app(skills), host=args.host, port=args.port, log_level="warning")
+        app = build_http_app(skills, args.host)  # refuses a non-loopback host without allowed_hosts
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
     except HaiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,21 +78,30 @@ class AuditedCall:
         backend: str | None = None,
         detail: str | None = None,
     ) -> str:
+        seconds = time.perf_counter() - self.started
         self.log.record(
             audit_id=self.audit_id,
             tool=self.tool,
             request=self.request,
             model=model,
             backend=backend,
-            latency_ms=(time.perf_counter() - self.started) * 1000,
+            latency_ms=seconds * 1000,
             outcome=outcome,
             detail=detail,
         )
+        if self.log.observer is not None:
+            self.log.observer(self.tool, outcome, backend, detail, seconds)
         return self.audit_id
 
 
 class AuditLog:
-    def __init__(self, path: Path | None = None, key: bytes | None = None) -> None:
+    """The chained, keyed audit log. `observer(tool, outcome, backend, detail, seconds)`, if given, sees every
+    call as it ends (the server's metrics): the audit is the one place every tool call finishes."""
+
+    def __init__(
+        self, path: Path | None = None, key: bytes | None = None, observer: Callable[..., None] | None = None
+    ) -> None:
+        self.observer = observer
         env = os.environ.get("HAI_AUDIT_LOG")
         self.path = Path(path or env or hai_home() / "audit" / "audit.jsonl")
         self.path.parent.mkdir(parents=True, exist_ok=True)

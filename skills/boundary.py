@@ -173,3 +173,53 @@ class CallerAuth:
                 await self.inner(scope, receive, send)
             return
         await response(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI layer: a request body over `max_bytes` is refused with 413 before a route reads it (declared by
+    Content-Length, or counted as it streams in)."""
+
+    def __init__(self, inner: Any, max_bytes: int) -> None:
+        self.inner = inner
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from starlette.responses import JSONResponse
+
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            {"error": "payload_too_large", "detail": f"request bodies are limited to {self.max_bytes} bytes"},
+            status_code=413,
+        )
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.inner(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await too_large(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass

@@ -39,6 +39,22 @@ class TFLiteSettings(BaseModel):
     variant: Literal["int8", "fp32"] = "int8"
 
 
+class HttpSettings(BaseModel):
+    """The HTTP face (`--http`): who may reach it and how much it reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host headers /mcp accepts (the SDK's DNS-rebinding protection); required off loopback",
+    )
+    allowed_origins: list[str] = Field(default_factory=list, description="Origin headers /mcp accepts")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed by CORS; none: off"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies are refused (413)")
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +78,7 @@ class ServerConfig(BaseModel):
     backends: list[BackendName] = Field(default_factory=lambda: _LOCAL_ONLY.copy(), min_length=1)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     timeout_s: float = Field(120.0, gt=0, description="one backend attempt")
     deadline_s: float = Field(180.0, gt=0, description="a whole call, across every backend it tries")
     max_queue: int = Field(

@@ -1,7 +1,7 @@
 """Failover across backends in a configured order, blaming the right party.
 
-- A circuit breaker per (backend, model capability): embeddings succeeding never reset a broken generation path
-  (`choose` shares the generation model's breaker). It opens after `threshold` consecutive backend failures;
+- A circuit breaker per (backend, capability): embeddings succeeding never reset a broken generation path, and a
+  server that cannot constrain a choice keeps generating. It opens after `threshold` consecutive backend failures;
   after `cooldown_s` it is half-open and admits exactly one trial call; the trial's outcome closes or reopens it.
 - Errors caused by the request (`RequestRejected`: an unknown adapter, a vLLM 4xx, a prompt too long for a
   backend) go back to the caller typed, at once, and never count against a backend.
@@ -92,18 +92,19 @@ class FailoverRouter:
     max_queue: int = 16
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
+    on_failover: Callable[[str, str], None] | None = None  # (backend, capability): the server's metrics
 
     def __post_init__(self) -> None:
         for backend in self.backends:
             self.pending[backend.name] = 0
-            for capability in ("generate", "embed"):
+            for capability in ("generate", "choose", "embed"):
                 self.breakers[self.key(backend, capability)] = CircuitBreaker(
                     self.breaker_threshold, self.breaker_cooldown_s
                 )
 
     @staticmethod
     def key(backend: Backend, capability: str) -> str:
-        return f"{backend.name}:{model_capability(capability)}"
+        return f"{backend.name}:{capability}"
 
     def candidates(self, capability: str) -> list[Backend]:
         return [b for b in self.backends if b.supports(capability)]
@@ -148,6 +149,8 @@ class FailoverRouter:
             finally:
                 self.pending[backend.name] -= 1
             log.warning("backend failed over: %s", reasons[-1])
+            if self.on_failover is not None:
+                self.on_failover(backend.name, model_capability(capability))
         if not reasons:
             raise AllBackendsFailed(f"no backend is configured for '{capability}'")
         if full and full == len(reasons):

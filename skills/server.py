@@ -105,7 +105,12 @@ class Skills:
             deadline_s=config.deadline_s,
             max_queue=config.max_queue,
         )
-        audit = AuditLog(Path(config.audit_log) if config.audit_log else None)
+        from skills.metrics import ServingMetrics
+
+        self.metrics = ServingMetrics()
+        self.metrics.watch(router)
+        router.on_failover = self.metrics.failover
+        audit = AuditLog(Path(config.audit_log) if config.audit_log else None, observer=self.metrics.observe)
         guard_dir = self.models["guard"]
         guard = load_guard(
             Path(config.safety_policy) if config.safety_policy else None,
@@ -440,18 +445,21 @@ async def _validated(model: Any, **values: Any) -> Any:
     return model(**values)
 
 
-def build_http_app(skills: Skills) -> Any:
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
     """Streamable HTTP at /mcp and the REST routes, behind the callers' bearer tokens (skills/boundary.py):
     /health open; POST /infer_text (REST screening) for clinician and admin callers; POST /review and
     GET /review/{id} for every caller."""
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
 
     from hai_tools.errors import HaiError
     from hai_tools.workflow.graph import CaseInvalid
     from hai_tools.workflow.service import CaseNotFound
     from skills.backends.base import RequestRejected
-    from skills.boundary import CallerAuth
+    from skills.boundary import BodyLimit, CallerAuth
     from skills.failover import Overloaded
 
     server = build_server(skills, transport="http")
@@ -484,6 +492,13 @@ def build_http_app(skills: Skills) -> Any:
         state = await skills.ready()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+    @server.custom_route("/metrics", methods=["GET"])
+    async def metrics(_: Request) -> Response:
+        """Prometheus exposition (admin callers: a route not listed in skills/boundary.py is admin-only)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(skills.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     @server.custom_route("/infer_text", methods=["POST"])
     async def infer_text(request: Request) -> JSONResponse:
         try:
@@ -511,4 +526,35 @@ def build_http_app(skills: Skills) -> Any:
             return error(exc)
         return JSONResponse(result.model_dump())
 
-    return CallerAuth(server.streamable_http_app(streamable_http_path="/mcp"), skills.resolver)
+    http = skills.config.http
+    security = None  # on loopback the SDK keeps its own DNS-rebinding protection (loopback hosts only)
+    if http.allowed_hosts or host not in LOOPBACK:
+        if not http.allowed_hosts:
+            raise HaiError(
+                f"--host {host} is not loopback: list the Host headers clients use in http.allowed_hosts "
+                "(the SDK's DNS-rebinding protection stays on)"
+            )
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=http.allowed_hosts,
+            allowed_origins=http.allowed_origins,
+        )
+    app: Any = server.streamable_http_app(
+        streamable_http_path="/mcp",
+        host=host,
+        transport_security=security,
+        max_request_body_size=http.max_body_bytes,
+    )
+    app = CallerAuth(app, skills.resolver)
+    if http.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app,
+            allow_origins=http.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"],
+        )
+    return BodyLimit(app, http.max_body_bytes)

@@ -180,7 +180,7 @@ class _Scripted:
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def identity(self, capability: str) -> object:
+    def identity(self, capability: str, adapter: str | None = None) -> object:
         from skills.contracts import ModelIdentity
 
         return ModelIdentity(base="scripted")

@@ -172,7 +172,12 @@ class VLLMBackend:
             "temperature": 0.0,
             "structured_outputs": {"choice": choices},
         }
-        answer = (await self._chat(payload)).strip()
+        try:
+            answer = (await self._chat(payload)).strip()
+        except (
+            RequestRejected
+        ) as exc:  # the 4xx is about our structured-output field, not the caller's request
+            raise BackendUnavailable(f"vLLM refused the structured-output choice ({exc})") from None
         if answer not in choices:
             raise BackendUnavailable(
                 "vLLM did not honour the structured-output choice (answer is not a choice)"

@@ -29,7 +29,7 @@ def test_dead_vllm_fails_over_to_local_and_the_breaker_opens() -> None:
         for _ in range(3):
             vectors, backend = await router.call("embed", lambda b: b.embed(["fever", "rash"]))
             assert backend.name == "local" and len(vectors) == 2 and len(vectors[0]) == 384
-        assert router.breakers["vllm"].state == "open"
+        assert router.breakers["vllm:embed"].state == "open"
         await dead.close()
 
     asyncio.run(scenario())

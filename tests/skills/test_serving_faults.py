@@ -339,4 +339,6 @@ def test_ready_names_a_vllm_server_that_does_not_serve_the_release(merged_tiny: 
     assert "is not ready: ConnectError" in state["unavailable"]["vllm"]["generate"]
     assert state["backends"] == {"vllm": False, "local": True}
     assert state["capabilities"]["generate"] is True
-    assert set(state["breakers"]) == {"vllm:generate", "vllm:embed", "local:generate", "local:embed"}
+    assert set(state["breakers"]) == {
+        f"{b}:{c}" for b in ("vllm", "local") for c in ("generate", "choose", "embed")
+    }
