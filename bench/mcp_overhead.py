@@ -47,7 +47,7 @@ ABSTAIN = {"question": "How much ibuprofen should I give my son?"}
 
 async def direct(config_path: Path, calls: int) -> dict[str, list[float]]:
     skills = Skills(load_server_config(config_path))
-    await skills.start()
+    await skills.load()
     embed_request, abstain_request = EmbedRequest(texts=TEXT), ReasonRequest(**ABSTAIN)
     await skills.embed.embed(embed_request)
     times: dict[str, list[float]] = {"embed": [], "abstain": []}

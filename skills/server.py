@@ -93,6 +93,7 @@ class Skills:
         from skills.review_desk import ReviewDesk
 
         self.config = config
+        self.loading: asyncio.Task[None] | None = None  # the backends loading in the background (start)
         self.release = self._release()  # verified first: in release mode it decides every model loaded
         self.backends: list[Backend] = []
         for name in config.backends:
@@ -234,6 +235,13 @@ class Skills:
         }
 
     async def start(self) -> None:
+        """Load the backends in the background: the server answers `initialize` and `tools/list` at once, `/ready`
+        says `loading` until every backend is loaded, and a call that arrives earlier waits for its model within
+        its deadline (the local backend loads under the lock its calls take)."""
+        self.loading = asyncio.get_running_loop().create_task(self.load())
+
+    async def load(self) -> None:
+        """Load every backend now: local models into memory, vLLM's /v1/models checked (then re-checked)."""
         from skills.backends.base import BackendUnavailable
         from skills.backends.local import LocalBackend
         from skills.backends.vllm import VLLMBackend
@@ -251,7 +259,11 @@ class Skills:
                 backend.watch()
 
     async def ready(self) -> dict[str, Any]:
-        status = {b.name: await b.health() for b in self.backends}
+        loading = self.loading is not None and not self.loading.done()
+        if self.loading is not None and self.loading.done() and self.loading.exception() is not None:
+            failed = self.loading.exception()
+            return {"ready": False, "loading": False, "error": f"{type(failed).__name__}: {failed}"}
+        status = {b.name: (not loading) and await b.health() for b in self.backends}
         capable = {
             cap: any(status[b.name] for b in self.router.candidates(cap)) for cap in ("embed", "generate")
         }
@@ -260,7 +272,8 @@ class Skills:
             for b in self.backends
         }
         return {
-            "ready": all(capable.values()),
+            "ready": all(capable.values()) and not loading,
+            "loading": loading,
             "backends": status,
             "capabilities": capable,
             "unavailable": {name: why for name, why in unavailable.items() if why},
@@ -269,6 +282,8 @@ class Skills:
         }
 
     async def close(self) -> None:
+        if self.loading is not None and not self.loading.done():
+            self.loading.cancel()
         for backend in self.backends:
             await backend.close()
 

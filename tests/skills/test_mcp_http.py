@@ -449,3 +449,56 @@ def test_a_public_host_without_allowed_hosts_does_not_start(
         "error: --host 0.0.0.0 is not loopback: list the Host headers clients use in http.allowed_hosts "
         "(the SDK's DNS-rebinding protection stays on)"
     )
+
+
+def test_a_cold_server_answers_at_once_reports_loading_and_serves_calls_that_wait(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """The embedded 270M reasoner takes seconds to load: the server answers (health, MCP initialize and
+    tools/list) before that, `/ready` says `loading` (503), and a call made meanwhile waits and is answered."""
+    tokens = make_callers(tmp_path / "callers.yaml", ward="clinician")
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        embedder="embedded:all-minilm-l6-v2",
+        backends=["local"],
+        callers=str(tmp_path / "callers.yaml"),
+        audit_log=str(tmp_path / "audit.jsonl"),
+    )
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            cwd=ROOT,
+            env=server_env,
+            stdout=handle,
+            stderr=handle,
+        )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {tokens['ward']}"}
+    try:
+        wait_for_http(f"{base}/health", proc, log)
+        early = httpx.get(f"{base}/ready", headers=headers, timeout=30)
+        assert early.status_code == 503 and early.json()["loading"] is True, early.text
+
+        async def meanwhile() -> tuple[int, Any]:
+            async with _client(base, tokens["ward"]) as client:
+                listed = await client.list_tools()
+                result = await client.call_tool("embed", {"texts": ["fever"]})
+                return len(listed.tools), result
+
+        n_tools, result = asyncio.run(meanwhile())
+        assert n_tools >= 5 and not result.is_error and result.structured_content["dimension"] == 384
+        wait_for_http(f"{base}/ready", proc, log, token=tokens["ward"])
+        assert httpx.get(f"{base}/ready", headers=headers, timeout=30).json()["loading"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

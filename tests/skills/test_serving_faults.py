@@ -329,7 +329,7 @@ def test_ready_names_a_vllm_server_that_does_not_serve_the_release(merged_tiny: 
 
     async def scenario() -> dict[str, Any]:
         skills = Skills(load_server_config(config))
-        await skills.start()
+        await skills.load()
         try:
             return await skills.ready()
         finally:
