@@ -53,6 +53,10 @@ class HttpSettings(BaseModel):
         default_factory=list, description="browser origins allowed by CORS; none: off"
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies are refused (413)")
+    json_response: bool = Field(False, description="plain JSON responses instead of SSE-framed ones")
+    stateless: bool = Field(
+        False, description="no MCP session (each request stands alone; progress notifications are not sent)"
+    )
 
 
 class ServerConfig(BaseModel):

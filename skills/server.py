@@ -561,6 +561,8 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
         host=host,
         transport_security=security,
         max_request_body_size=http.max_body_bytes,
+        json_response=http.json_response,
+        stateless_http=http.stateless,
     )
     app = CallerAuth(app, skills.resolver)
     if http.cors_origins:
