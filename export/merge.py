@@ -33,6 +33,30 @@ class ParityError(ManifestError):
     """An export's outputs differ from its source beyond the tolerance; nothing was written."""
 
 
+MIN_ADAPTER_EFFECT = 1e-9  # float64 logits: below this the adapter did nothing
+
+
+def check_adapter_loaded(model: Any, adapter_dir: Path) -> None:
+    """Every tensor of the adapter's file is in the loaded model, equal (PEFT skips keys it cannot place with
+    a warning only)."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    loaded = get_peft_model_state_dict(model)
+    missing = sorted(set(saved) - set(loaded))
+    differ = sorted(
+        k for k in set(saved) & set(loaded) if not torch.equal(saved[k], loaded[k].to(saved[k].dtype))
+    )
+    if missing or differ or not saved:
+        example = (missing or differ or ["(the file holds no tensors)"])[0]
+        raise ParityError(
+            f"adapter weights did not load: {len(missing)} of {len(saved)} tensors have no place in the model and "
+            f"{len(differ)} differ (e.g. {example}); nothing written"
+        )
+
+
 def merge_adapter(
     adapter_dir: Path,
     output_dir: Path,
@@ -70,12 +94,28 @@ def merge_adapter(
     if not tokenizer.chat_template:
         tokenizer.chat_template = gemma_chat_template()
     # Reference and merge in float64: the check then measures the merge (weights rounded once to float32),
-    # not float32 forward-pass noise, which alone reaches ~1e-4 on Gemma's 262k-vocabulary logits.
+    # not float32 forward-pass noise, which alone reaches ~1e-4 on Gemma's 262k-vocabulary logits. The reference
+    # is a second, independent load of base + adapter (not the model that is merged), whose adapter weights must
+    # be the adapter's file and must change the base's logits: an adapter that failed to load would otherwise
+    # give a merged model equal to the base, and a parity of 0.
     dtype = getattr(torch, parity_dtype)
+    batches = encode_prompts(tokenizer)
+    reference: Any = PeftModel.from_pretrained(
+        auto.from_pretrained(base.path, dtype=torch.float32), str(adapter_dir)
+    )
+    check_adapter_loaded(reference, Path(adapter_dir))
+    reference = reference.to(dtype)
+    with_adapter = causal_logits(reference, batches)
+    with reference.disable_adapter():
+        effect = max_abs_diff(with_adapter, causal_logits(reference, batches))
+    del reference
+    if not effect > MIN_ADAPTER_EFFECT:
+        raise ParityError(
+            f"adapter '{adapter.name}' changes nothing on the parity prompts (max |logit diff| from the base "
+            f"{effect:.3g}): its weights did not load or it was never trained; nothing written"
+        )
     model: Any = auto.from_pretrained(base.path, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).to(dtype)
-    batches = encode_prompts(tokenizer)
-    with_adapter = causal_logits(model, batches)
     merged = model.merge_and_unload().to(torch.float32)
     merged.config.dtype = torch.float32
 
@@ -121,7 +161,7 @@ def merge_adapter(
                 },
                 code_version=code_version(),
                 library_versions=library_versions(LIBRARIES),
-                metrics={"parity_max_abs_logit_diff": diff},
+                metrics={"parity_max_abs_logit_diff": diff, "adapter_effect_max_abs_logit_diff": effect},
                 timings={"merge_seconds": round(time.monotonic() - started, 3)},
                 extra={
                     "base_model": base.model_dump(),

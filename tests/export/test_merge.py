@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ def merged(merged_tiny: Path) -> Path:
 def test_merged_model_matches_base_plus_adapter(merged: Path, tiny_adapter: Path) -> None:
     manifest = verify_artifact(merged, kind="merged_model")
     assert manifest.metrics["parity_max_abs_logit_diff"] <= 1e-4
+    assert manifest.metrics["adapter_effect_max_abs_logit_diff"] > 1e-9  # the adapter did change the base
     assert manifest.input("adapter").hash == verify_artifact(tiny_adapter).content_hash
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= set(
         manifest.files
@@ -67,6 +69,52 @@ def test_corrupted_adapter_is_refused_and_nothing_written(
     (adapter / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
     assert main(["merge", str(adapter), "--output_dir", str(tmp_path / "out")]) == 2
     assert "hash mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _resealed_adapter(tiny_adapter: Path, folder: Path, change: Any) -> Path:
+    """A copy of the tiny adapter whose weights file `change` rewrites, with its manifest sealed again: what a
+    trainer bug would write (the manifest verifies; the weights are wrong)."""
+    from safetensors.torch import load_file, save_file
+
+    from hai_tools.manifest import load_manifest, write_manifest
+
+    shutil.copytree(tiny_adapter, folder)
+    weights = folder / "adapter_model.safetensors"
+    save_file(change(load_file(str(weights))), str(weights))
+    write_manifest(folder, load_manifest(folder))
+    verify_artifact(folder, kind="adapter")
+    return folder
+
+
+def test_an_adapter_whose_weights_do_not_load_is_refused(
+    tiny_adapter: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PEFT places no tensor whose name matches no module, with a warning only: the merge used to equal the
+    base and pass parity at 0."""
+    adapter = _resealed_adapter(
+        tiny_adapter,
+        tmp_path / "adapter",
+        lambda w: {k.replace("q_proj", "qq_proj"): v for k, v in w.items()},
+    )
+    assert main(["merge", str(adapter), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "adapter weights did not load" in err and "qq_proj" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_that_changes_nothing_is_refused(
+    tiny_adapter: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    adapter = _resealed_adapter(
+        tiny_adapter,
+        tmp_path / "adapter",
+        lambda w: {k: torch.zeros_like(v) if "lora_B" in k else v for k, v in w.items()},
+    )
+    assert main(["merge", str(adapter), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "changes nothing on the parity prompts" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
