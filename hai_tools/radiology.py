@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hai_tools.deid import DeidPolicy, DeidRefused, applied, deidentify, pseudonym, require_secret_salt
 from hai_tools.errors import DatasetError
 from hai_tools.manifest import atomic_folder
 
@@ -28,39 +29,6 @@ SPLITS = ("train", "validation", "test")
 REQUIRED = ("file", "task", "label", "sex", "age_months", "site", "patient_id")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
-# DICOM PS3.15 basic-profile attributes that identify a patient, a person or an institution (subset)
-IDENTIFYING_TAGS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientBirthTime",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "OtherPatientIDsSequence",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientMotherBirthName",
-    "MedicalRecordLocator",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "OperatorsName",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "StationName",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "SeriesDate",
-    "AcquisitionDate",
-    "ContentDate",
-    "StudyTime",
-    "SeriesTime",
-    "AcquisitionTime",
-    "ContentTime",
-    "DeviceSerialNumber",
-    "RequestingPhysician",
-)
 
 
 def bone_age_band(months: float) -> str:
@@ -94,10 +62,6 @@ def answer_text(task: str, label: float) -> str:
         return f"Bone age: {label:.0f}"
     name = "Plus disease" if task == "rop" else "Fracture"
     return f"{name}: {'yes' if int(label) == 1 else 'no'}"
-
-
-def pseudonym(patient_id: str, salt: str) -> str:
-    return "p-" + hashlib.sha256(f"{salt}:{patient_id}".encode()).hexdigest()[:16]
 
 
 def _parse_rows(raw_dir: Path, labels: Path, salt: str) -> list[Row]:
@@ -184,21 +148,9 @@ def _window(dataset: Any) -> Any:
     return (scaled * 255).round().astype("uint8")
 
 
-def deidentify(dataset: Any) -> Any:
-    """Remove identifying attributes and private tags; record that it was done."""
-    for keyword in IDENTIFYING_TAGS:
-        if keyword in dataset:
-            delattr(dataset, keyword)
-    dataset.remove_private_tags()
-    dataset.PatientIdentityRemoved = "YES"
-    dataset.DeidentificationMethod = (
-        "hai-tools prepare-radiology: PS3.15 basic-profile subset, private tags removed"
-    )
-    return dataset
-
-
-def _load_image(row: Row, dicom_out: Path | None) -> tuple[Any, str]:
-    """The 8-bit image and where it came from; DICOMs also get a de-identified copy under dicom_out."""
+def _load_image(row: Row, dicom_out: Path | None, salt: str, policy: DeidPolicy) -> tuple[Any, str]:
+    """The 8-bit image and where it came from; DICOMs are de-identified (hai_tools.deid: refused with the
+    reason when burned-in text is flagged or suspected) and a de-identified copy is kept under dicom_out."""
     from PIL import Image, UnidentifiedImageError
 
     suffix = row.file.suffix.lower()
@@ -211,11 +163,13 @@ def _load_image(row: Row, dicom_out: Path | None) -> tuple[Any, str]:
             pixels = _window(dataset)
         except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError) as exc:
             raise ValueError(f"unreadable DICOM: {type(exc).__name__}: {str(exc)[:120]}") from None
+        try:
+            deidentify(dataset, row.pseudonym, salt, policy)
+        except DeidRefused as exc:
+            raise ValueError(str(exc)) from None
         if pixels.ndim != 2:
             pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else pixels[0]
         if dicom_out is not None:
-            deidentify(dataset)
-            dataset.PatientID = row.pseudonym
             dataset.save_as(dicom_out / f"row{row.number:06d}.dcm")
         return Image.fromarray(pixels).convert("RGB"), "dicom"
     if suffix not in IMAGE_SUFFIXES:
@@ -237,13 +191,17 @@ def prepare_radiology(
     raw_dir: Path,
     output_dir: Path,
     labels: Path | None = None,
-    salt: str = "hai-tools",
+    salt: str | None = None,
     image_size: int = 448,
     ratios: tuple[float, float] = (0.8, 0.1),
+    policy: DeidPolicy | None = None,
 ) -> dict[str, int]:
-    """Validate, de-identify, split by patient and write the dataset; returns rows per split."""
+    """Validate, de-identify, split by patient and write the dataset; returns rows per split. `salt` must be
+    secret (HAI_PSEUDONYM_SALT): a missing or public one is refused before anything is read."""
     import datasets
 
+    salt = require_secret_salt(salt)
+    policy = policy or DeidPolicy()
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DatasetError(f"raw_dir {raw_dir} is not a folder")
@@ -268,7 +226,7 @@ def prepare_radiology(
         dicom_out.mkdir()
         for row in rows:
             try:
-                image, source = _load_image(row, dicom_out)
+                image, source = _load_image(row, dicom_out, salt, policy)
             except ValueError as exc:
                 errors.append(f"labels row {row.number} ({row.rel}): {exc}")
                 continue
@@ -320,8 +278,7 @@ def prepare_radiology(
                     "rows": counts,
                     "tasks": {t: sum(r.task == t for r in rows) for t in TASKS},
                     "dicom_deidentified": len(list(dicom_out.iterdir())),
-                    "removed_tags": list(IDENTIFYING_TAGS),
-                    "patient_ids": "pseudonymised with a salted sha256",
+                    "deidentification": applied(policy),
                 },
                 indent=2,
             )

@@ -101,6 +101,7 @@ def hai_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["HAI_MODELS"] = str(models_dir())
     os.environ["HAI_HOME"] = str(home)
     os.environ.pop("HAI_REGISTRY", None)
+    os.environ.setdefault("HAI_PSEUDONYM_SALT", "test-session-salt-" + os.urandom(8).hex())  # secret, per run
     return home
 
 

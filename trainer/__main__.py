@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -64,6 +65,16 @@ def _data_parser() -> argparse.ArgumentParser:
     rad.add_argument("--license", default="internal-use-only")
     rad.add_argument("--deid-attestation", help="who attests the data is de-identified, and how")
     rad.add_argument("--deid-waiver", help="reason no de-identification is needed (recorded)")
+    rad.add_argument(
+        "--keep_patient_age",
+        action="store_true",
+        help="keep PatientAge (PS3.15 retain patient characteristics)",
+    )
+    rad.add_argument(
+        "--allow_burned_in",
+        metavar="REASON",
+        help="accept DICOMs with (suspected) burned-in text, for this recorded reason (refused by default)",
+    )
     gen = sub.add_parser("generate-demo", help="write the synthetic developmental-screening dataset")
     gen.add_argument("--output_dir", type=Path, required=True)
     gen.add_argument("--n_patients", type=int, default=300)
@@ -109,20 +120,27 @@ def _data(argv: list[str]) -> int:
     if args.action == "prepare-radiology":
         import os
 
+        from hai_tools.deid import DeidPolicy
         from hai_tools.radiology import prepare_radiology
 
-        salt = os.environ.get("HAI_PSEUDONYM_SALT")
         if args.register and not (args.deid_attestation or args.deid_waiver):
             raise RegistryError("--register needs --deid-attestation (or --deid-waiver)")
+        policy = DeidPolicy(
+            keep_patient_age=args.keep_patient_age,
+            allow_burned_in=bool(args.allow_burned_in),
+            burned_in_reason=args.allow_burned_in,
+        )
         counts = prepare_radiology(
-            args.raw_dir, args.output_dir, args.labels, salt or "hai-tools", args.image_size
+            args.raw_dir,
+            args.output_dir,
+            args.labels,
+            os.environ.get("HAI_PSEUDONYM_SALT"),  # required and secret: refused otherwise
+            args.image_size,
+            policy=policy,
         )
         print("prepared " + " ".join(f"{k}={v}" for k, v in counts.items()) + f" in {args.output_dir}")
-        if not salt:
-            print(
-                "note: patient pseudonyms use the default salt; set HAI_PSEUDONYM_SALT (secret) for real data"
-            )
         if args.register:
+            applied = json.loads((args.output_dir / "prep.json").read_text())["deidentification"]
             record = register_dataset(
                 open_registry(),
                 args.register,
@@ -131,7 +149,8 @@ def _data(argv: list[str]) -> int:
                 deid_attestation=args.deid_attestation,
                 deid_waiver=args.deid_waiver,
                 patient_id_column="patient_id",
-                description="pediatric radiology (bone age, ROP plus disease, fracture) from prepare-radiology",
+                description="pediatric radiology (bone age, ROP plus disease, fracture) from prepare-radiology; "
+                "de-identification applied: " + json.dumps(applied, sort_keys=True),
             )
             print(f"registered {record.ref} {record.content_hash}")
         return 0
