@@ -502,3 +502,57 @@ def test_a_cold_server_answers_at_once_reports_loading_and_serves_calls_that_wai
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_full_queue_answers_429_with_retry_after_over_rest(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """One call in flight fills a queue of one (the embedded 270M screens for seconds): the next REST call is
+    told 429 at once, with Retry-After, and the first is still answered."""
+    tokens = make_callers(tmp_path / "callers.yaml", ward="clinician")
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        embedder=None,
+        backends=["local"],
+        callers=str(tmp_path / "callers.yaml"),
+        audit_log=str(tmp_path / "audit.jsonl"),
+        max_queue=1,
+    )
+    port = _free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            cwd=ROOT,
+            env=server_env,
+            stdout=handle,
+            stderr=handle,
+        )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {tokens['ward']}"}
+    case = {"case_id": "q1", "age_months": 18, "observations": "Says two words; points to ask for things."}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=300) as client:
+            first = asyncio.create_task(client.post("/infer_text", json=case))
+            await asyncio.sleep(0.5)  # the first screening holds the local backend's one queue slot
+            second = await client.post("/infer_text", json=case)
+            return [await first, second]
+
+    try:
+        wait_for_http(f"{base}/ready", proc, log, token=tokens["ward"])
+        first, second = asyncio.run(burst())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert second.status_code == 429 and second.json()["error"] == "overloaded", second.text
+    assert int(second.headers["Retry-After"]) >= 1
+    assert first.status_code == 200 and first.json()["label"] in ("refer", "monitor", "on-track")
