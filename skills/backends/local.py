@@ -1,5 +1,7 @@
 """In-process backend (the embedded default): transformers for generation, sentence-transformers for
-embeddings, with micro-batching of concurrent embed calls into one forward pass."""
+embeddings. Concurrent embed calls are micro-batched into one forward pass; concurrent generate calls that
+arrive while a generation runs are decoded together in the next one (left-padded, greedy; a caller that gives
+up stops its own row, and a batch whose callers all gave up stops at its next token)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,48 @@ class EmbedBatcher:
             start += len(texts)
 
 
+class GenerateBatcher:
+    """Generation requests that arrive while one runs wait and then run together (up to `max_batch`): no window
+    when idle, so a lone call pays nothing; under concurrency the model decodes several rows per step."""
+
+    def __init__(self, run: Any, max_batch: int = 8) -> None:
+        self._run = run  # run(list of (messages, max_new_tokens), list of stop events) -> list of texts
+        self.max_batch = max_batch
+        self._pending: list[tuple[Any, int, asyncio.Future[str], threading.Event]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def generate(self, messages: list[dict[str, str]], max_new_tokens: int) -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        stop = threading.Event()
+        self._pending.append((messages, max_new_tokens, future, stop))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        try:
+            return await future
+        except asyncio.CancelledError:  # the router's deadline (or the caller) gave up: stop this row
+            stop.set()
+            raise
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            live = [item for item in batch if not item[2].done()]
+            if not live:
+                continue
+            try:
+                texts = await asyncio.to_thread(
+                    self._run, [(m, n) for m, n, _, _ in live], [stop for *_, stop in live]
+                )
+            except Exception as exc:  # every waiter of the batch gets the failure
+                for _, _, future, _ in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future, _), text in zip(live, texts, strict=True):
+                if not future.done():
+                    future.set_result(text)
+
+
 class LocalBackend:
     name: BackendName = "local"
 
@@ -93,6 +137,7 @@ class LocalBackend:
         if embedder:
             self._embedder_path, self._ids["embed"] = identity_of(embedder)
         self._batcher = EmbedBatcher(self._encode)
+        self._generator = GenerateBatcher(self._generate_batch_sync)
 
     def supports(self, capability: str) -> bool:
         return model_capability(capability) in self._ids
@@ -139,40 +184,51 @@ class LocalBackend:
 
                 self._st = SentenceTransformer(self._embedder_path, device="cpu")
 
-    def _generate_sync(
-        self, messages: list[dict[str, str]], max_new_tokens: int, stop: threading.Event
-    ) -> str:
-        """Greedy generation in a worker thread that gives up as soon as `stop` is set: while it waits for the
-        model (another call holds it) and between tokens, so a call past its deadline releases the model for the
-        next one instead of finishing a generation nobody will read."""
+    def _generate_batch_sync(
+        self, requests: list[tuple[list[dict[str, str]], int]], stops: list[threading.Event]
+    ) -> list[str]:
+        """Greedy generation of several chats at once (left-padded) in a worker thread. A row whose caller gave
+        up stops at its next token; while it waits for the model (another batch holds it) the thread gives up as
+        soon as every caller has, so a call past its deadline frees the model for the next one."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         class Stopped(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return stop.is_set()
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.tensor([stop.is_set() for stop in stops], device=input_ids.device)
 
         self._load_lm()
         while not self._lock.acquire(timeout=0.05):
-            if stop.is_set():
-                return ""
+            if all(stop.is_set() for stop in stops):
+                return [""] * len(requests)
         try:
-            if stop.is_set():
-                return ""
-            batch = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )
+            if all(stop.is_set() for stop in stops):
+                return [""] * len(requests)
+            prompts = [
+                list(
+                    self._tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=True)[
+                        "input_ids"
+                    ]
+                )
+                for m, _ in requests
+            ]
+            width = max(map(len, prompts))
+            pad = self._tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
             with torch.no_grad():
                 out = self._lm.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max(n for _, n in requests),
                     do_sample=False,
-                    pad_token_id=self._tokenizer.pad_token_id,
+                    pad_token_id=pad,
                     stopping_criteria=StoppingCriteriaList([Stopped()]),
                 )
-            return str(
-                self._tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-            )
+            return [
+                str(self._tokenizer.decode(out[i, width : width + n], skip_special_tokens=True))
+                for i, (_, n) in enumerate(requests)
+            ]
         finally:
             self._lock.release()
 
@@ -197,12 +253,7 @@ class LocalBackend:
             raise BackendUnavailable("local backend has no reasoner model configured")
         if adapter and adapter != self._ids["generate"].adapter:
             raise RequestRejected(f"local backend does not serve adapter '{adapter}'")
-        stop = threading.Event()
-        try:
-            return await asyncio.to_thread(self._generate_sync, messages, max_new_tokens, stop)
-        except asyncio.CancelledError:  # the router's deadline (or the caller) gave up: free the worker
-            stop.set()
-            raise
+        return await self._generator.generate(messages, max_new_tokens)
 
     async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:
         if not self.supports("choose"):

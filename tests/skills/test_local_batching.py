@@ -1,0 +1,54 @@
+"""Local generation batches concurrent callers: the same greedy text as one at a time, in fewer model calls,
+and a caller that gives up stops only its own row."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from skills.backends.local import LocalBackend
+
+QUESTIONS = [
+    "A 2-year-old with a limp and fever: what should be considered?",
+    "18 months, no words, no pointing: refer?",
+    "Newborn with jaundice on day 2",
+    "A 4-year-old who stutters when excited; otherwise speech on track.",
+]
+
+
+def _messages(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+def test_concurrent_generation_is_batched_and_gives_the_same_text(merged_tiny: Path) -> None:
+    local = LocalBackend(reasoner=str(merged_tiny))
+    local.load()
+    batches: list[int] = []
+    run = local._generator._run
+
+    def counted(requests: list[Any], stops: list[Any]) -> list[str]:
+        batches.append(len(requests))
+        return run(requests, stops)  # type: ignore[no-any-return]
+
+    local._generator._run = counted
+
+    async def one_at_a_time() -> list[str]:
+        return [await local.generate(_messages(q), 12) for q in QUESTIONS]
+
+    async def together() -> list[str]:
+        first = asyncio.create_task(local.generate(_messages(QUESTIONS[0]), 12))
+        await asyncio.sleep(0)  # the first starts alone; the others arrive while it runs
+        rest = await asyncio.gather(
+            *(local.generate(_messages(q), n) for q, n in zip(QUESTIONS[1:], (12, 5, 12), strict=True))
+        )
+        return [await first, *rest]
+
+    alone = asyncio.run(one_at_a_time())
+    assert batches == [1, 1, 1, 1]
+    batches.clear()
+    joint = asyncio.run(together())
+    assert len(batches) < len(QUESTIONS) and max(batches) > 1, batches
+    assert joint[0] == alone[0] and joint[1] == alone[1] and joint[3] == alone[3]
+    # a shorter limit in a batch with longer ones: its own text, cut at its own limit
+    assert joint[2] == asyncio.run(local.generate(_messages(QUESTIONS[2]), 5))
