@@ -163,7 +163,7 @@ def main() -> int:
     for r in rows:
         print(
             f"{r['model']!s:<16} {r['variant']!s:<14} {r['size_mb']:>8.1f} {r['parity']!s:<18} "
-            f"{r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['speedup']:>8.2f}"
+            f"{r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['speedup']:>8.2f}  ratio={r['speedup']:.2f}"
         )
     return 0
 

@@ -1,0 +1,50 @@
+"""Every bench runs in its quick mode and prints its figure (`ratio=`, `p50=`, `lost=`), so none rots. These
+check that the benches run and report, never a speed: figures come from full runs (docs in README)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "figure"),
+    [
+        (["bench/bias_audit.py", "--quick", "--repeats", "1"], "ratio="),
+        (["bench/embed_batching.py", "--calls", "16", "--callers", "4"], "ratio="),
+        (["bench/base_verify.py", "--repeats", "1"], "ratio="),
+        (["bench/generate_batching.py", "--callers", "3", "--tokens", "4", "--repeats", "1"], "ratio="),
+        (["bench/mcp_overhead.py", "--calls", "5"], "p50="),
+        (["bench/load.py", "--clients", "3", "--seconds", "3"], "lost=0 "),
+    ],
+    ids=["bias_audit", "embed_batching", "base_verify", "generate_batching", "mcp_overhead", "load"],
+)
+def test_a_bench_runs_quick_and_prints_its_figure(
+    args: list[str], figure: str, server_env: dict[str, str]
+) -> None:
+    assert figure in _bench(args, server_env)
+
+
+def test_the_guard_and_edge_benches_run_quick(
+    guard_dir: Path, minilm_tflite: Path, tiny_lm_tflite: Path, server_env: dict[str, str]
+) -> None:
+    out = _bench(["bench/guard_latency.py", "--guard", str(guard_dir), "--repeats", "20"], server_env)
+    assert "p50=" in out and "ratio=" in out
+    out = _bench(
+        ["bench/edge.py", "--embedder_dir", str(minilm_tflite), "--causal_lm_dir", str(tiny_lm_tflite)],
+        server_env,
+    )
+    assert "ratio=" in out
