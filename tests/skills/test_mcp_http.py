@@ -44,6 +44,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _spawn(config: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`mcp_server.py --http` on a free loopback port, logging to `log`; returns the process and its URL."""
+    port = _free_port()
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=handle,
+        )
+    return proc, f"http://127.0.0.1:{port}", log
+
+
 @pytest.fixture(scope="module")
 def server_url(
     merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
@@ -64,26 +86,8 @@ def server_url(
         callers=str(folder / "callers.yaml"),
         workflow=str(write_workflow_config(folder)),
     )
-    port = _free_port()
     env = {**server_env, "HAI_MCP_TOKEN": LEGACY_TOKEN}
-    log = tmp_path_factory.mktemp("http-log") / "server.log"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=handle,
-        )
-    base = f"http://127.0.0.1:{port}"
+    proc, base, log = _spawn(config, tmp_path_factory.mktemp("http-log") / "server.log", env)
     FOLDERS[base] = folder
     wait_for_http(f"{base}/ready", proc, log, token=TOKENS["ward-agent"])
     yield base
@@ -464,25 +468,7 @@ def test_a_cold_server_answers_at_once_reports_loading_and_serves_calls_that_wai
         callers=str(tmp_path / "callers.yaml"),
         audit_log=str(tmp_path / "audit.jsonl"),
     )
-    port = _free_port()
-    log = tmp_path / "server.log"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            cwd=ROOT,
-            env=server_env,
-            stdout=handle,
-            stderr=handle,
-        )
-    base = f"http://127.0.0.1:{port}"
+    proc, base, log = _spawn(config, tmp_path / "server.log", server_env)
     headers = {"Authorization": f"Bearer {tokens['ward']}"}
     try:
         wait_for_http(f"{base}/health", proc, log)
@@ -518,25 +504,7 @@ def test_a_full_queue_answers_429_with_retry_after_over_rest(
         audit_log=str(tmp_path / "audit.jsonl"),
         max_queue=1,
     )
-    port = _free_port()
-    log = tmp_path / "server.log"
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            cwd=ROOT,
-            env=server_env,
-            stdout=handle,
-            stderr=handle,
-        )
-    base = f"http://127.0.0.1:{port}"
+    proc, base, log = _spawn(config, tmp_path / "server.log", server_env)
     headers = {"Authorization": f"Bearer {tokens['ward']}"}
     case = {"case_id": "q1", "age_months": 18, "observations": "Says two words; points to ask for things."}
 
