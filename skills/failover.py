@@ -152,7 +152,7 @@ class FailoverRouter:
             if self.on_failover is not None:
                 self.on_failover(backend.name, model_capability(capability))
         if not reasons:
-            raise AllBackendsFailed(f"no backend is configured for '{capability}'")
+            raise AllBackendsFailed(f"no backend is configured for '{capability}' (or available: see /ready)")
         if full and full == len(reasons):
             raise Overloaded(
                 f"every backend for '{capability}' is at its queue limit ({self.max_queue}); retry later",

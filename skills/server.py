@@ -79,6 +79,11 @@ def local_skills(
     return Composed(router, guard if guard is not None else Guard(default_policy()), AuditLog(audit_log))
 
 
+def _log_failed_load(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loading the backends failed: %s (see /ready)", task.exception())
+
+
 class Skills:
     """The skills and their backends, built from a ServerConfig."""
 
@@ -239,6 +244,7 @@ class Skills:
         says `loading` until every backend is loaded, and a call that arrives earlier waits for its model within
         its deadline (the local backend loads under the lock its calls take)."""
         self.loading = asyncio.get_running_loop().create_task(self.load())
+        self.loading.add_done_callback(_log_failed_load)
 
     async def load(self) -> None:
         """Load every backend now: local models into memory, vLLM's /v1/models checked (then re-checked)."""
@@ -260,7 +266,12 @@ class Skills:
 
     async def ready(self) -> dict[str, Any]:
         loading = self.loading is not None and not self.loading.done()
-        if self.loading is not None and self.loading.done() and self.loading.exception() is not None:
+        if (
+            self.loading is not None
+            and self.loading.done()
+            and not self.loading.cancelled()
+            and self.loading.exception() is not None
+        ):
             failed = self.loading.exception()
             return {"ready": False, "loading": False, "error": f"{type(failed).__name__}: {failed}"}
         status = {b.name: (not loading) and await b.health() for b in self.backends}
