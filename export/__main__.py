@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     tfl.add_argument(
         "--seq_len", type=int, default=128, help="embedder: token window; causal LM: KV cache length"
     )
-    tfl.add_argument("--prefill_len", type=int, default=64, help="causal LM: prefill signature length")
+    tfl.add_argument(
+        "--prefill_len", type=int, help="causal LM: prefill signature length (default: seq_len / 2)"
+    )
     tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
     tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
     dist = sub.add_parser(
@@ -124,6 +126,7 @@ def _main(argv: list[str]) -> int:
             args.seq_len,
             args.decode_steps,
             not args.no_int8,
+            args.prefill_len,
         )
         print(f"tflite {kind}: {out}")
     elif args.action == "distill":

@@ -180,14 +180,25 @@ def _evaluate_causal_lm(
 
 
 def export_tflite(
-    model_id: str, output_dir: Path, kind: str, seq_len: int = 128, decode_steps: int = 32, int8: bool = True
+    model_id: str,
+    output_dir: Path,
+    kind: str,
+    seq_len: int = 128,
+    decode_steps: int = 32,
+    int8: bool = True,
+    prefill_len: int | None = None,
 ) -> Path:
-    """Convert, then keep each variant that passes its gate; fail (write nothing) if fp32 fails."""
+    """Convert, then keep each variant that passes its gate; fail (write nothing) if fp32 fails. A causal LM
+    gets a `prefill_<prefill_len>` signature (default seq_len / 2); longer prompts fill the rest of the cache
+    by decode steps."""
     from transformers import AutoTokenizer
 
     base = resolve_base_model(model_id)
     model_dir = Path(base.path)
     check_architecture(model_dir, "causal_lm" if kind == "causal_lm" else "encoder")
+    prefill_len = prefill_len or seq_len // 2
+    if not 1 <= prefill_len <= seq_len:
+        raise ConversionError(f"--prefill_len {prefill_len} must be between 1 and --seq_len ({seq_len})")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if kind == "causal_lm" and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -200,6 +211,7 @@ def export_tflite(
                 "model_dir": str(model_dir),
                 "output_dir": str(scratch),
                 "seq_len": seq_len,
+                "prefill_len": prefill_len,
                 "int8": int8,
             }
         )
@@ -227,6 +239,7 @@ def export_tflite(
                 config={
                     "kind": kind,
                     "seq_len": seq_len,
+                    **({"prefill_len": prefill_len} if kind == "causal_lm" else {}),
                     "batch": 1,
                     "decode_steps": decode_steps,
                     "route": "litert-torch (convert / export_hf), ai-edge-quantizer dynamic_wi8_afp32 for int8",

@@ -35,6 +35,14 @@ def test_tiny_causal_lm_tflite_greedy_decode_matches_pytorch(tiny_lm_tflite: Pat
     fp32 = manifest.metrics["variants"]["fp32"]
     assert fp32["greedy_exact"] == 1.0 and fp32["top1_agreement"] == 1.0
     assert manifest.input("merged_model").uri == str(merged_tiny)
+    from transformers import AutoTokenizer
+
+    from export.parity import PARITY_PROMPTS
+    from hai_tools.litert import LiteRTCausalLM
+
+    assert manifest.config["prefill_len"] == 16 and LiteRTCausalLM(out / "fp32.tflite").prefill_len == 16
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert max(len(tokenizer(p)["input_ids"]) for p in PARITY_PROMPTS) > 16  # prefill + decode steps ran
 
 
 def test_missing_converter_environment_is_a_clear_error(
