@@ -122,7 +122,9 @@ def main() -> None:
             for _ in range(240):
                 try:
                     headers = {"Authorization": f"Bearer {TOKEN['bench']}"}
-                    if httpx.get(f"{url}/ready", timeout=1, headers=headers).status_code == 200:
+                    ready = httpx.get(f"{url}/ready", timeout=1, headers=headers)
+                    # loaded: this embed-only server is never fully "ready" (it has no reasoner)
+                    if ready.status_code in (200, 503) and ready.json().get("loading") is False:
                         break
                 except httpx.HTTPError:
                     pass
