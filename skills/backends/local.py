@@ -127,7 +127,10 @@ class LocalBackend:
     def __init__(self, reasoner: str | None = None, embedder: str | None = None) -> None:
         self._reasoner_id = reasoner
         self._embedder_id = embedder
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the reasoner: loading, generation, choice
+        self._embed_lock = (
+            threading.Lock()
+        )  # the embedder: its own, so embeddings never wait for a generation
         self._lm: Any = None
         self._tokenizer: Any = None
         self._st: Any = None
@@ -178,7 +181,7 @@ class LocalBackend:
             self._tokenizer, self._lm = tokenizer, model.eval()
 
     def _load_embedder(self) -> None:
-        with self._lock:
+        with self._embed_lock:
             if self._st is None:
                 from sentence_transformers import SentenceTransformer
 
@@ -242,7 +245,7 @@ class LocalBackend:
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         self._load_embedder()
-        with self._lock:
+        with self._embed_lock:
             vectors = self._st.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         return [list(map(float, v)) for v in vectors]
 

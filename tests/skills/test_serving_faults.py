@@ -342,3 +342,26 @@ def test_ready_names_a_vllm_server_that_does_not_serve_the_release(merged_tiny: 
     assert set(state["breakers"]) == {
         f"{b}:{c}" for b in ("vllm", "local") for c in ("generate", "choose", "embed")
     }
+
+
+def test_embeddings_do_not_wait_for_a_running_generation(merged_tiny: Path) -> None:
+    """The local backend's reasoner and embedder have their own locks: an embed call made while a long
+    generation runs is answered before that generation ends."""
+
+    async def scenario() -> tuple[float, float]:
+        local = LocalBackend(reasoner=str(merged_tiny), embedder="embedded:all-minilm-l6-v2")
+        _long_generation(local, 600)
+        await local.embed(["warm"])
+
+        async def generate() -> float:
+            await local.generate(MESSAGES, 600)
+            return time.monotonic()  # when the generation itself ended
+
+        generation = asyncio.create_task(generate())
+        await asyncio.sleep(0.1)
+        await local.embed(["fever and rash"])
+        embedded = time.monotonic()
+        return embedded, await generation
+
+    embedded, generated = asyncio.run(scenario())
+    assert embedded < generated
