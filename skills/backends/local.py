@@ -127,10 +127,10 @@ class LocalBackend:
     def __init__(self, reasoner: str | None = None, embedder: str | None = None) -> None:
         self._reasoner_id = reasoner
         self._embedder_id = embedder
-        self._lock = threading.Lock()  # the reasoner: loading, generation, choice
-        self._embed_lock = (
-            threading.Lock()
-        )  # the embedder: its own, so embeddings never wait for a generation
+        # one lock per model: the reasoner's (loading, generation, choice) and the embedder's, so embeddings
+        # never wait for a running generation
+        self._lock = threading.Lock()
+        self._embed_lock = threading.Lock()
         self._lm: Any = None
         self._tokenizer: Any = None
         self._st: Any = None
