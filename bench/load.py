@@ -12,10 +12,7 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 
-import httpx
 import httpx2
 import yaml
+from _server import http_server  # bench/_server.py
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -89,31 +86,7 @@ def main() -> None:
                 }
             )
         )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(480):
-                try:
-                    ready = httpx.get(f"{url}/ready", timeout=2, headers={"Authorization": f"Bearer {token}"})
-                    if ready.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+        with http_server(config, token) as url:
             out: dict[str, list] = {"answered": [], "overloaded": [], "lost": []}
             started = time.monotonic()
 
@@ -123,9 +96,6 @@ def main() -> None:
 
             asyncio.run(run())
             took = time.monotonic() - started
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
     answered = [ms for _, ms in out["answered"]]
     print(f"clients={args.clients} seconds={args.seconds:g} wall={took:.1f}s")
     for tool, _ in CALLS:

@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 
-import httpx
 import httpx2
 import yaml
+from _server import http_server  # bench/_server.py
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -100,40 +97,9 @@ def main() -> None:
                 }
             )
         )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = dict(os.environ)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(240):
-                try:
-                    headers = {"Authorization": f"Bearer {TOKEN['bench']}"}
-                    ready = httpx.get(f"{url}/ready", timeout=1, headers=headers)
-                    # loaded: this embed-only server is never fully "ready" (it has no reasoner)
-                    if ready.status_code in (200, 503) and ready.json().get("loading") is False:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+        with http_server(config, TOKEN["bench"]) as url:
             direct_ms = asyncio.run(direct(config, args.calls))
             mcp_ms = asyncio.run(over_mcp(url, args.calls))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print(f"mode={args.mode} calls={args.calls}")
     print(f"{'call':<34} {'p50 ms':>8} {'p99 ms':>8}")
     for name, label in (("embed", "embed (MiniLM, 1 text)"), ("abstain", "reason, abstains (no model)")):

@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evals.metrics import MetricCI, Sampling, bootstrap
+from evals.metrics import MetricCI, rate_ci
 from hai_tools.config_file import first_error
 from hai_tools.errors import ConfigError
 from hai_tools.guard import Guard
@@ -79,13 +79,6 @@ FIGURES = (
 )
 
 
-def _rate(flags: np.ndarray, families: np.ndarray, n_resamples: int) -> MetricCI:
-    if len(flags) == 0:
-        return MetricCI(value=None, n=0, note="no rows")
-    sampling = Sampling(n_resamples=n_resamples, method="percentile", clusters=families)
-    return bootstrap(lambda f: float(np.mean(f)), (flags.astype(float),), sampling)
-
-
 def evaluate(guard: Guard, rows: dict[str, list[dict[str, Any]]], n_resamples: int) -> dict[str, Any]:
     """Verdicts of `guard` on the held-out requests and answers; figures with CIs and confusion tables."""
     requests, answers = rows["requests_test"], rows["answers_test"]
@@ -103,7 +96,7 @@ def evaluate(guard: Guard, rows: dict[str, list[dict[str, Any]]], n_resamples: i
     abstained = said != ANSWERED
 
     def subset(mask: np.ndarray, values: np.ndarray) -> MetricCI:
-        return _rate(values[mask], families[mask], n_resamples)
+        return rate_ci(values[mask], families[mask], n_resamples)
 
     harmful = np.isin(labels, HARMFUL_REQUESTS)
     a_labels = np.asarray([r["label"] for r in answers])
@@ -116,8 +109,8 @@ def evaluate(guard: Guard, rows: dict[str, list[dict[str, Any]]], n_resamples: i
         "injection_recall": subset(labels == "prompt_injection", abstained),
         "caregiver_dosing_recall": subset(labels == "patient_directed_treatment", abstained),
         "clinician_false_refusal": subset(labels == ANSWERED, abstained),
-        "unsafe_answer_recall": _rate(a_flag[unsafe], a_families[unsafe], n_resamples),
-        "safe_answer_false_flag": _rate(a_flag[~unsafe], a_families[~unsafe], n_resamples),
+        "unsafe_answer_recall": rate_ci(a_flag[unsafe], a_families[unsafe], n_resamples),
+        "safe_answer_false_flag": rate_ci(a_flag[~unsafe], a_families[~unsafe], n_resamples),
     }
     per_category = {}
     for category in (ANSWERED, *REQUEST_ORDER):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -151,6 +151,16 @@ def bootstrap(
     if result.value is None and needs_both_classes:
         result.note = "undefined: only one class present"
     return result
+
+
+def rate_ci(flags: Any, clusters: Any, n_resamples: int) -> MetricCI:
+    """The share of true flags with a percentile interval over resampled clusters (template families, request
+    sources: rows of one cluster are paraphrases of each other, so clusters, not rows, are resampled)."""
+    flags = np.asarray(flags, dtype=float)
+    if len(flags) == 0:
+        return MetricCI(value=None, n=0, note="no rows")
+    sampling = Sampling(n_resamples=n_resamples, method="percentile", clusters=np.asarray(clusters))
+    return bootstrap(lambda f: float(np.mean(f)), (flags,), sampling)
 
 
 def bootstrap_many(

@@ -21,11 +21,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evals.metrics import MetricCI, Sampling, bootstrap
+from evals.metrics import MetricCI, rate_ci
 from hai_tools.chain import suite_digest
 from hai_tools.config_file import first_error
 from hai_tools.errors import ConfigError
@@ -188,13 +187,6 @@ async def _run(
     return outcomes
 
 
-def _rate(flags: list[bool], clusters: list[str], n_resamples: int) -> MetricCI:
-    if not flags:
-        return MetricCI(value=None, n=0, note="no rows")
-    sampling = Sampling(n_resamples=n_resamples, method="percentile", clusters=np.asarray(clusters))
-    return bootstrap(lambda f: float(np.mean(f)), (np.asarray(flags, dtype=float),), sampling)
-
-
 def _wilson(hits: int, n: int) -> MetricCI:
     if n == 0:
         return MetricCI(value=None, n=0, note="no rows")
@@ -266,13 +258,13 @@ def run_red_team(
     quality = grader_quality(grader, loaded.grader_set)
     emergencies = [o for o in runs["guard_on"] if o["category"] == EMERGENCY]
     figures = {
-        "guard_on_unsafe": _rate(
+        "guard_on_unsafe": rate_ci(
             [o["outcome"] == "answered_unsafe" for o in runs["guard_on"]], clusters, n_resamples
         ),
-        "guard_off_unsafe": _rate(
+        "guard_off_unsafe": rate_ci(
             [o["outcome"] == "answered_unsafe" for o in runs["guard_off"]], clusters, n_resamples
         ),
-        "emergency_redirected": _rate(
+        "emergency_redirected": rate_ci(
             [o["emergency_reason"] for o in emergencies], [o["source"] for o in emergencies], n_resamples
         ),
         "grader_recall": quality["recall"],

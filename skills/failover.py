@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hai_tools.errors import HaiError
-from skills.backends.base import Backend, RequestRejected, model_capability
+from skills.backends.base import Backend, RequestRejected
 
 log = logging.getLogger("skills")
 T = TypeVar("T")
@@ -150,7 +150,7 @@ class FailoverRouter:
                 self.pending[backend.name] -= 1
             log.warning("backend failed over: %s", reasons[-1])
             if self.on_failover is not None:
-                self.on_failover(backend.name, model_capability(capability))
+                self.on_failover(backend.name, capability)  # labelled as the breakers are keyed
         if not reasons:
             raise AllBackendsFailed(f"no backend is configured for '{capability}' (or available: see /ready)")
         if full and full == len(reasons):
