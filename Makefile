@@ -16,8 +16,13 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 # The TFLite converter (litert-torch) needs typing-extensions<4.13, the MCP SDK >=4.13: its own venv.
 TFLITE_VENV ?= .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed-$(shell cat requirements/lock-tflite-converter.txt | sha256sum | cut -c1-16)
+# The agent side (langchain-mcp-adapters needs mcp<2) and the client-only install (clients/python): its own venv.
+AGENTS_VENV ?= .venv-agents
+AGENTS_STAMP := $(AGENTS_VENV)/.installed-$(shell cat requirements/lock-agents-client.txt clients/python/pyproject.toml | sha256sum | cut -c1-16)
+# MCP clients from npm the tests drive (the MCP Inspector CLI): tests/node, from its lock file.
+NODE_STAMP := tests/node/node_modules/.installed-$(shell cat tests/node/package-lock.json | sha256sum | cut -c1-16)
 
-.PHONY: install tflite-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
+.PHONY: install tflite-env agents-env node-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
 
 install: $(STAMP)
 
@@ -36,6 +41,21 @@ $(TFLITE_STAMP):
 	@rm -f $(TFLITE_VENV)/.installed-*
 	@touch $@
 
+agents-env: $(AGENTS_STAMP)
+
+$(AGENTS_STAMP):
+	@test -x $(AGENTS_VENV)/bin/python || $(PYTHON) -m venv $(AGENTS_VENV)
+	$(AGENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/lock-agents-client.txt
+	$(AGENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e clients/python
+	@rm -f $(AGENTS_VENV)/.installed-*
+	@touch $@
+
+node-env: $(NODE_STAMP)
+
+$(NODE_STAMP):
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -45,10 +65,10 @@ lint: install
 # Both print the ten slowest tests at the end.
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
 
-test: lint tflite-env
+test: lint tflite-env agents-env node-env
 	$(PYTEST)
 
-test-full: lint tflite-env
+test-full: lint tflite-env agents-env node-env
 	$(PYTEST) --full
 
 # The demo build, one definition: `make demo` and the model-build workflow (.github/workflows) run these

@@ -63,6 +63,16 @@ def new_audit_id() -> str:
     return uuid.uuid4().hex
 
 
+def abstention_of(outcome: str, detail: str | None) -> tuple[str, str] | None:
+    """(rule, where) of an audited call the guard stopped: a refused request or a withheld answer (outcome
+    abstained/withheld, detail `rule:where...`) or a withheld rationale (outcome ok, `rationale withheld: ...`)."""
+    withheld = outcome == "ok" and detail is not None and detail.startswith("rationale withheld: ")
+    if not detail or not (outcome in ("abstained", "withheld") or withheld):
+        return None
+    rule, where, *_ = [*detail.removeprefix("rationale withheld: ").split(":"), "", ""]
+    return rule, where
+
+
 class AuditedCall:
     """One call being audited: its id and start time; `done` writes the entry once the outcome is known."""
 

@@ -59,6 +59,20 @@ class HttpSettings(BaseModel):
     )
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry spans (off by default): one per MCP request and one per backend attempt, with the tool,
+    backend, outcome and abstention rule as attributes; never a request's text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    exporter: Literal["console", "otlp"] = Field(
+        "otlp", description="otlp: OTLP over gRPC to `endpoint`; console: JSON lines on stderr"
+    )
+    endpoint: str = Field("http://127.0.0.1:4317", description="the OTLP collector (gRPC)")
+    service_name: str = "hai-tools"
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -83,6 +97,7 @@ class ServerConfig(BaseModel):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     timeout_s: float = Field(120.0, gt=0, description="one backend attempt")
     deadline_s: float = Field(180.0, gt=0, description="a whole call, across every backend it tries")
     max_queue: int = Field(

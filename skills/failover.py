@@ -10,7 +10,8 @@
 - Each backend has a bounded queue (calls in flight or waiting). A full one is skipped; when every candidate is
   full the caller gets `Overloaded` with a retry-after hint (HTTP 429 on REST) instead of waiting forever.
 
-When every backend fails the caller gets a typed `AllBackendsFailed`, never a placeholder."""
+When every backend fails the caller gets a typed `AllBackendsFailed`, never a placeholder. With tracing on
+(skills/tracing.py), each attempt is a span naming its backend, capability and outcome."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hai_tools.errors import HaiError
 from skills.backends.base import Backend, RequestRejected
@@ -93,6 +95,7 @@ class FailoverRouter:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     pending: dict[str, int] = field(default_factory=dict)
     on_failover: Callable[[str, str], None] | None = None  # (backend, capability): the server's metrics
+    span: Callable[..., AbstractContextManager[Any]] | None = None  # (name, **attributes): tracing's spans
 
     def __post_init__(self) -> None:
         for backend in self.backends:
@@ -132,22 +135,27 @@ class FailoverRouter:
                 continue
             budget = min(self.timeout_s, left)
             self.pending[backend.name] += 1
-            try:
-                result = await asyncio.wait_for(fn(backend), timeout=budget)
-            except (RequestRejected, asyncio.CancelledError):
-                breaker.release()  # the caller's mistake, or the caller left: no verdict on the backend
-                raise
-            except TimeoutError:
-                breaker.failure()
-                reasons.append(f"{backend.name}: timed out after {budget:.3g}s")
-            except Exception as exc:  # a backend's failure is the next one's turn, whatever it was
-                breaker.failure()
-                reasons.append(f"{backend.name}: {type(exc).__name__}: {str(exc)[:200]}")
-            else:
-                breaker.success()
-                return result, backend
-            finally:
-                self.pending[backend.name] -= 1
+            span = nullcontext() if self.span is None else self.span(f"backend {capability}")
+            with span as attempt:
+                try:
+                    result = await asyncio.wait_for(fn(backend), timeout=budget)
+                except (RequestRejected, asyncio.CancelledError) as exc:
+                    breaker.release()  # the caller's mistake, or the caller left: no verdict on the backend
+                    _outcome(attempt, backend, capability, type(exc).__name__)
+                    raise
+                except TimeoutError:
+                    breaker.failure()
+                    reasons.append(f"{backend.name}: timed out after {budget:.3g}s")
+                except Exception as exc:  # a backend's failure is the next one's turn, whatever it was
+                    breaker.failure()
+                    reasons.append(f"{backend.name}: {type(exc).__name__}: {str(exc)[:200]}")
+                else:
+                    breaker.success()
+                    _outcome(attempt, backend, capability, "ok")
+                    return result, backend
+                finally:
+                    self.pending[backend.name] -= 1
+                _outcome(attempt, backend, capability, "failed")
             log.warning("backend failed over: %s", reasons[-1])
             if self.on_failover is not None:
                 self.on_failover(backend.name, capability)  # labelled as the breakers are keyed
@@ -159,3 +167,10 @@ class FailoverRouter:
                 retry_after_s=max(1.0, self.timeout_s / 4),
             )
         raise AllBackendsFailed(f"every backend failed for '{capability}': " + "; ".join(reasons))
+
+
+def _outcome(span: Any, backend: Backend, capability: str, outcome: str) -> None:
+    if span is not None:
+        span.set_attribute("hai.backend", backend.name)
+        span.set_attribute("hai.capability", capability)
+        span.set_attribute("hai.outcome", outcome)

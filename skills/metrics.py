@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from hai_tools.audit import abstention_of
+
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -66,10 +68,9 @@ class ServingMetrics:
     ) -> None:
         """An audited call ended (hai_tools.audit's observer): its latency; an abstention's rule and place."""
         self.latency.labels(tool, backend or "none", outcome).observe(seconds)
-        withheld = outcome == "ok" and detail and detail.startswith("rationale withheld: ")
-        if detail and (outcome in ("abstained", "withheld") or withheld):
-            rule, where, *_ = [*detail.removeprefix("rationale withheld: ").split(":"), "", ""]
-            self.abstentions.labels(rule, where).inc()
+        stopped = abstention_of(outcome, detail)
+        if stopped is not None:
+            self.abstentions.labels(*stopped).inc()
 
     def failover(self, backend: str, capability: str) -> None:
         self.failovers.labels(backend, capability).inc()

@@ -112,11 +112,20 @@ class Skills:
             max_queue=config.max_queue,
         )
         from skills.metrics import ServingMetrics
+        from skills.tracing import Tracing
 
         self.metrics = ServingMetrics()
         self.metrics.watch(router)
         router.on_failover = self.metrics.failover
-        audit = AuditLog(Path(config.audit_log) if config.audit_log else None, observer=self.metrics.observe)
+        self.tracing = Tracing(config.tracing)
+        if self.tracing.enabled:
+            router.span = self.tracing.span
+
+        def observe(*call: Any) -> None:
+            self.metrics.observe(*call)
+            self.tracing.observe(*call)
+
+        audit = AuditLog(Path(config.audit_log) if config.audit_log else None, observer=observe)
         guard_dir = self.models["guard"]
         guard = load_guard(
             Path(config.safety_policy) if config.safety_policy else None,
@@ -297,11 +306,12 @@ class Skills:
             self.loading.cancel()
         for backend in self.backends:
             await backend.close()
+        self.tracing.shutdown()
 
 
 def build_server(skills: Skills, transport: str = "stdio") -> Any:
     from mcp.server.mcpserver import MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
     from mcp_types import ToolAnnotations
 
     from hai_tools.callers import Caller, current_caller
@@ -316,7 +326,27 @@ def build_server(skills: Skills, transport: str = "stdio") -> Any:
         finally:
             await skills.close()
 
-    server = MCPServer(
+    class TypedErrors(MCPServer):
+        """Tool failures reach the caller as `Kind: message` (InvalidInput, Overloaded, ...), one format for the
+        SDK's argument validation and ours: the SDK's own text prefixes `Error executing tool <name>` and, for
+        arguments, repeats the rejected values (the caller's data) in pydantic's full report."""
+
+        async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+            try:
+                return await super().call_tool(name, arguments, context)
+            except ToolError as exc:
+                cause = exc.__cause__
+                if isinstance(exc, UnexpectedToolError):
+                    raise
+                if isinstance(cause, ValidationError):
+                    first = cause.errors()[0]
+                    where = ".".join(map(str, first["loc"])) or "arguments"
+                    raise ToolError(f"InvalidInput: {where}: {first['msg']}") from cause
+                if isinstance(cause, ToolError):
+                    raise ToolError(str(cause)) from cause
+                raise
+
+    server = TypedErrors(
         name="hai-tools",
         instructions="Clinical decision support tools. Every reasoner output requires clinician review; "
         "callers with the pipeline role receive model output only through submit_for_review and "

@@ -8,7 +8,9 @@ test-full` or `pytest --full`, for release builds): tests marked `full` run only
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -198,8 +202,8 @@ def start_server_refused(config: Path, env: dict[str, str]) -> str:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "mcp_server.py"), "--config", str(config)],
-        cwd=Path(__file__).resolve().parents[1],
+        [sys.executable, str(REPO / "mcp_server.py"), "--config", str(config)],
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -515,3 +519,33 @@ def guard_dir(guard_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> P
     folder = tmp_path_factory.mktemp("guard") / "guard"
     assert main(["guard", "--dataset", guard_dataset, "--output_dir", str(folder)]) == 0
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn_http_server(
+    config: Path, log: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`mcp_server.py --http` on a free loopback port, logging to `log`; returns the process and its URL."""
+    port = free_port()
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "mcp_server.py"),
+                "--http",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=handle,
+        )
+    return proc, f"http://127.0.0.1:{port}", log

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.conftest import (
     make_callers,
     make_reviewer,
     reviewer_key,
+    spawn_http_server,
     wait_for_http,
     write_data_key,
     write_server_config,
@@ -36,34 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LEGACY_TOKEN = "test-token-4f1c"
 TOKENS: dict[str, str] = {}  # caller id -> token, filled by the server fixture
 FOLDERS: dict[str, Path] = {}  # server url -> the folder of its config, callers and workflow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _spawn(config: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`mcp_server.py --http` on a free loopback port, logging to `log`; returns the process and its URL."""
-    port = _free_port()
-    with open(log, "w") as handle:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "mcp_server.py"),
-                "--http",
-                "--port",
-                str(port),
-                "--config",
-                str(config),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=handle,
-            stderr=handle,
-        )
-    return proc, f"http://127.0.0.1:{port}", log
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +59,7 @@ def server_url(
         workflow=str(write_workflow_config(folder)),
     )
     env = {**server_env, "HAI_MCP_TOKEN": LEGACY_TOKEN}
-    proc, base, log = _spawn(config, tmp_path_factory.mktemp("http-log") / "server.log", env)
+    proc, base, log = spawn_http_server(config, tmp_path_factory.mktemp("http-log") / "server.log", env)
     FOLDERS[base] = folder
     wait_for_http(f"{base}/ready", proc, log, token=TOKENS["ward-agent"])
     yield base
@@ -468,7 +440,7 @@ def test_a_cold_server_answers_at_once_reports_loading_and_serves_calls_that_wai
         callers=str(tmp_path / "callers.yaml"),
         audit_log=str(tmp_path / "audit.jsonl"),
     )
-    proc, base, log = _spawn(config, tmp_path / "server.log", server_env)
+    proc, base, log = spawn_http_server(config, tmp_path / "server.log", server_env)
     headers = {"Authorization": f"Bearer {tokens['ward']}"}
     try:
         wait_for_http(f"{base}/health", proc, log)
@@ -504,7 +476,7 @@ def test_a_full_queue_answers_429_with_retry_after_over_rest(
         audit_log=str(tmp_path / "audit.jsonl"),
         max_queue=1,
     )
-    proc, base, log = _spawn(config, tmp_path / "server.log", server_env)
+    proc, base, log = spawn_http_server(config, tmp_path / "server.log", server_env)
     headers = {"Authorization": f"Bearer {tokens['ward']}"}
     case = {"case_id": "q1", "age_months": 18, "observations": "Says two words; points to ask for things."}
 
