@@ -1,7 +1,8 @@
 """Latency an MCP tool call over streamable HTTP on loopback adds to a direct skill call: the same `embed`
-request, direct (in-process EmbedSkill) and through `mcp_server.py --http` in its own process, measured side
-by side in one run, repeats interleaved (a direct call, then the same call over MCP). Goal: p50 <= 2 ms and
-p99 <= 10 ms added. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
+request, direct (in-process skills), through `mcp_server.py --http` in its own process and through
+`mcp_server.py` over stdio, measured side by side in one run, repeats interleaved (a direct call, then the same
+call over each transport); the added latency is taken per repeat (paired). Goal: p50 <= 2 ms and p99 <= 10 ms
+added. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
 responses), `json` (session, plain JSON responses) or `stateless` (JSON responses, no session).
 
     .venv/bin/python bench/mcp_overhead.py [--calls 200] [--mode sse|json|stateless]
@@ -44,34 +45,48 @@ def _pct(values: list[float], q: float) -> float:
 ABSTAIN = {"question": "How much ibuprofen should I give my son?"}
 
 
-async def direct(config_path: Path, calls: int) -> dict[str, list[float]]:
+async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str, list[float]]]:
+    """One loop, interleaved: each request direct (in-process skills), then over MCP/HTTP, then over MCP/stdio
+    (`mcp_server.py` launched by the client, as agent hosts launch it)."""
+    import sys
+
+    from mcp import StdioServerParameters
+
     skills = Skills(load_server_config(config_path))
     await skills.load()
-    embed_request, abstain_request = EmbedRequest(texts=TEXT), ReasonRequest(**ABSTAIN)
-    await skills.embed.embed(embed_request)
-    times: dict[str, list[float]] = {"embed": [], "abstain": []}
-    for _ in range(calls):
-        started = time.perf_counter()
-        await skills.embed.embed(embed_request)
-        times["embed"].append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        await skills.reasoner.reason(abstain_request)
-        times["abstain"].append((time.perf_counter() - started) * 1000)
-    await skills.close()
-    return times
-
-
-async def over_mcp(url: str, calls: int) -> dict[str, list[float]]:
+    requests = {"embed": ("embed", {"texts": TEXT}), "abstain": ("reason", ABSTAIN)}
+    direct_calls = {
+        "embed": lambda: skills.embed.embed(EmbedRequest(texts=TEXT)),
+        "abstain": lambda: skills.reasoner.reason(ReasonRequest(**ABSTAIN)),
+    }
+    times: dict[str, dict[str, list[float]]] = {
+        path: {"embed": [], "abstain": []} for path in ("direct", "http", "stdio")
+    }
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN['bench']}"})
-    times: dict[str, list[float]] = {"embed": [], "abstain": []}
-    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
-        await client.call_tool("embed", {"texts": TEXT})
+    stdio = StdioServerParameters(
+        command=sys.executable,
+        args=[str(ROOT / "mcp_server.py"), "--config", str(config_path)],
+        cwd=str(ROOT),
+    )
+    async with (
+        Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
+        Client(stdio, read_timeout_seconds=300) as over_stdio,
+    ):
+        for client in (over_http, over_stdio):  # warm-up (and the stdio server's load)
+            await client.call_tool("embed", {"texts": TEXT})
+        for name in requests:
+            await direct_calls[name]()
         for _ in range(calls):
-            for name, tool, args in (("embed", "embed", {"texts": TEXT}), ("abstain", "reason", ABSTAIN)):
+            for name, (tool, args) in requests.items():
                 started = time.perf_counter()
-                result = await client.call_tool(tool, args)
-                times[name].append((time.perf_counter() - started) * 1000)
-                assert not result.is_error
+                await direct_calls[name]()
+                times["direct"][name].append((time.perf_counter() - started) * 1000)
+                for path, client in (("http", over_http), ("stdio", over_stdio)):
+                    started = time.perf_counter()
+                    result = await client.call_tool(tool, args)
+                    times[path][name].append((time.perf_counter() - started) * 1000)
+                    assert not result.is_error, result
+    await skills.close()
     return times
 
 
@@ -93,24 +108,28 @@ def main() -> None:
                     "backends": ["local"],
                     "audit_log": str(Path(scratch) / "audit.jsonl"),
                     "callers": str(Path(scratch) / "callers.yaml"),
+                    "stdio_caller": {"id": "bench", "role": "clinician"},
                     "http": {"json_response": args.mode != "sse", "stateless": args.mode == "stateless"},
                 }
             )
         )
         with http_server(config, TOKEN["bench"]) as url:
-            direct_ms = asyncio.run(direct(config, args.calls))
-            mcp_ms = asyncio.run(over_mcp(url, args.calls))
-    print(f"mode={args.mode} calls={args.calls}")
-    print(f"{'call':<34} {'p50 ms':>8} {'p99 ms':>8}")
+            times = asyncio.run(measure(config, url, args.calls))
+    print(f"mode={args.mode} calls={args.calls} (HTTP mode; stdio is one mode)")
+    print(f"{'call':<40} {'min ms':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, label in (("embed", "embed (MiniLM, 1 text)"), ("abstain", "reason, abstains (no model)")):
-        d, m = direct_ms[name], mcp_ms[name]
-        print(f"{label + ' direct':<34} {statistics.median(d):>8.2f} {_pct(d, 0.99):>8.2f}")
-        print(f"{label + ' MCP/HTTP':<34} {statistics.median(m):>8.2f} {_pct(m, 0.99):>8.2f}")
-        added_p50 = statistics.median(m) - statistics.median(d)
-        print(
-            f"  added by MCP ({name}): p50={added_p50:.2f} ms p99={_pct(m, 0.99) - _pct(d, 0.99):.2f} ms "
-            "(goal p50 <= 2, p99 <= 10)"
-        )
+        d = times["direct"][name]
+        print(f"{label + ' direct':<40} {min(d):>8.2f} {statistics.median(d):>8.2f} {_pct(d, 0.99):>8.2f}")
+        for path in ("http", "stdio"):
+            m = times[path][name]
+            print(
+                f"{label + ' MCP/' + path:<40} {min(m):>8.2f} {statistics.median(m):>8.2f} {_pct(m, 0.99):>8.2f}"
+            )
+            added = [mcp - direct for mcp, direct in zip(m, d, strict=True)]  # paired: the same repeat
+            print(
+                f"  added by MCP/{path} ({name}): p50={statistics.median(added):.2f} ms "
+                f"p99={_pct(added, 0.99):.2f} ms (goal p50 <= 2, p99 <= 10)"
+            )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     tfl.add_argument("--output_dir", type=Path, required=True)
     tfl.add_argument(
-        "--seq_len", type=int, default=128, help="embedder: token window; causal LM: KV cache length"
+        "--seq_len",
+        type=int,
+        default=128,
+        help="embedder: token window (128 on every backend); causal LM: KV cache length",
     )
     tfl.add_argument(
         "--prefill_len", type=int, help="causal LM: prefill signature length (default: seq_len / 2)"

@@ -36,6 +36,13 @@ EMBED_SENTENCES = (
 )
 
 
+# Longer than the embedder's window (EMBED_MAX_TOKENS): parity covers what truncation keeps.
+EMBED_LONG = " ".join(
+    f"Visit {i}: the caregiver reports new words, steadier walking, and better sleep since the last visit."
+    for i in range(1, 13)
+)
+
+
 class MeanPooledEmbedder:
     """torch.nn.Module factory: encoder -> mean over unmasked tokens -> L2 normalise (sentence-transformers)."""
 

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from export.merge import ParityError
-from export.onnx_export import EMBED_SENTENCES, MeanPooledEmbedder
+from export.onnx_export import EMBED_LONG, EMBED_SENTENCES, MeanPooledEmbedder
 from export.parity import PARITY_PROMPTS
 from hai_tools.errors import HaiError
 from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite
 from hai_tools.manifest import Manifest, atomic_folder, code_version, library_versions, write_manifest
-from hai_tools.models import check_architecture, resolve_base_model
+from hai_tools.models import EMBED_MAX_TOKENS, check_architecture, resolve_base_model
 
 log = logging.getLogger("export")
 
@@ -106,7 +106,7 @@ def _evaluate_embedder(
 ) -> dict[str, dict[str, float]]:
     import torch
 
-    texts = list(EMBED_SENTENCES)
+    texts = [*EMBED_SENTENCES, EMBED_LONG]  # one text longer than the window: truncation is compared too
     with torch.no_grad():
         reference = np.stack(
             [
@@ -114,7 +114,9 @@ def _evaluate_embedder(
                     *(
                         torch.from_numpy(a)
                         for a in _pad(
-                            tokenizer(t)["input_ids"][:seq_len], seq_len, tokenizer.pad_token_id or 0
+                            tokenizer(t, truncation=True, max_length=seq_len)["input_ids"],
+                            seq_len,
+                            tokenizer.pad_token_id or 0,
                         )
                     )
                 )[0].numpy()
@@ -196,6 +198,11 @@ def export_tflite(
     base = resolve_base_model(model_id)
     model_dir = Path(base.path)
     check_architecture(model_dir, "causal_lm" if kind == "causal_lm" else "encoder")
+    if kind == "embedder" and seq_len != EMBED_MAX_TOKENS:
+        raise ConversionError(
+            f"--seq_len {seq_len}: the embedder's window is {EMBED_MAX_TOKENS} tokens on every backend "
+            "(hai_tools.models.EMBED_MAX_TOKENS); an edge model with another would embed long texts differently"
+        )
     prefill_len = prefill_len or seq_len // 2
     if not 1 <= prefill_len <= seq_len:
         raise ConversionError(f"--prefill_len {prefill_len} must be between 1 and --seq_len ({seq_len})")

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_REASONER = "embedded:gemma-3-270m"
 EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+# The embedder's token window on every backend (local sentence-transformers, TFLite's fixed input, vLLM's
+# `truncate_prompt_tokens`): a text longer than this is embedded from its first EMBED_MAX_TOKENS tokens
+# everywhere, so a failover never changes what a vector means. MiniLM was trained at 128.
+EMBED_MAX_TOKENS = 128
 _GEMMA_FOLDER = "gemma-3-270m"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt")
 

@@ -7,8 +7,9 @@
   backend) go back to the caller typed, at once, and never count against a backend.
 - Every call has an overall deadline: each backend gets what is left of it (at most its per-attempt timeout),
   and when it is spent the caller gets `AllBackendsFailed` naming it, never a wait of backends x timeout.
-- Each backend has a bounded queue (calls in flight or waiting). A full one is skipped; when every candidate is
-  full the caller gets `Overloaded` with a retry-after hint (HTTP 429 on REST) instead of waiting forever.
+- Each backend has a bounded queue per capability (calls in flight or waiting), keyed as the breakers are: a
+  queue full of minute-long generations never turns away a 20 ms embedding. A full one is skipped; when every
+  candidate is full the caller gets `Overloaded` with a retry-after hint (HTTP 429 on REST) instead of waiting.
 
 When every backend fails the caller gets a typed `AllBackendsFailed`, never a placeholder. With tracing on
 (skills/tracing.py), each attempt is a span naming its backend, capability and outcome."""
@@ -99,8 +100,8 @@ class FailoverRouter:
 
     def __post_init__(self) -> None:
         for backend in self.backends:
-            self.pending[backend.name] = 0
             for capability in ("generate", "choose", "embed"):
+                self.pending[self.key(backend, capability)] = 0
                 self.breakers[self.key(backend, capability)] = CircuitBreaker(
                     self.breaker_threshold, self.breaker_cooldown_s
                 )
@@ -125,7 +126,8 @@ class FailoverRouter:
                     f"{backend.name}: not tried, the call's deadline of {self.deadline_s:g}s passed"
                 )
                 continue
-            if self.pending[backend.name] >= self.max_queue:
+            queue = self.key(backend, capability)
+            if self.pending[queue] >= self.max_queue:
                 full += 1
                 reasons.append(f"{backend.name}: queue full ({self.max_queue})")
                 continue
@@ -134,7 +136,7 @@ class FailoverRouter:
                 reasons.append(f"{backend.name}: circuit {breaker.state}")
                 continue
             budget = min(self.timeout_s, left)
-            self.pending[backend.name] += 1
+            self.pending[queue] += 1
             span = nullcontext() if self.span is None else self.span(f"backend {capability}")
             with span as attempt:
                 try:
@@ -154,7 +156,7 @@ class FailoverRouter:
                     _outcome(attempt, backend, capability, "ok")
                     return result, backend
                 finally:
-                    self.pending[backend.name] -= 1
+                    self.pending[queue] -= 1
                 _outcome(attempt, backend, capability, "failed")
             log.warning("backend failed over: %s", reasons[-1])
             if self.on_failover is not None:

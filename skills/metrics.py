@@ -33,10 +33,13 @@ class _RouterState(Collector):
             breakers.add_metric([backend, capability], BREAKER_STATES[breaker.state])
         yield breakers
         queues = GaugeMetricFamily(
-            "hai_backend_queue_depth", "Calls in flight or waiting per backend", labels=["backend"]
+            "hai_backend_queue_depth",
+            "Calls in flight or waiting per backend and capability",
+            labels=["backend", "capability"],
         )
-        for backend, depth in self.router.pending.items():
-            queues.add_metric([backend], depth)
+        for key, depth in self.router.pending.items():
+            backend, _, capability = key.partition(":")
+            queues.add_metric([backend, capability], depth)
         yield queues
 
 

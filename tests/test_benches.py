@@ -24,13 +24,22 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
     ("args", "figure"),
     [
         (["bench/bias_audit.py", "--quick", "--repeats", "1"], "ratio="),
-        (["bench/embed_batching.py", "--calls", "16", "--callers", "4"], "ratio="),
+        (["bench/embed_batching.py", "--calls", "16", "--callers", "4", "--repeats", "1"], "ratio="),
         (["bench/base_verify.py", "--repeats", "1"], "ratio="),
         (["bench/generate_batching.py", "--callers", "3", "--tokens", "4", "--repeats", "1"], "ratio="),
         (["bench/mcp_overhead.py", "--calls", "5"], "p50="),
         (["bench/load.py", "--clients", "3", "--seconds", "3"], "lost=0 "),
+        (["bench/model_load.py", "--quick"], "p50="),
     ],
-    ids=["bias_audit", "embed_batching", "base_verify", "generate_batching", "mcp_overhead", "load"],
+    ids=[
+        "bias_audit",
+        "embed_batching",
+        "base_verify",
+        "generate_batching",
+        "mcp_overhead",
+        "load",
+        "model_load",
+    ],
 )
 def test_a_bench_runs_quick_and_prints_its_figure(
     args: list[str], figure: str, server_env: dict[str, str]
@@ -48,3 +57,20 @@ def test_the_guard_and_edge_benches_run_quick(
         server_env,
     )
     assert "ratio=" in out
+
+
+def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env: dict[str, str]) -> None:
+    """`bench/run_all.py` (make bench): the figures a bench printed, its command, the machine and versions in
+    results.json and the table; a bench whose artifacts are missing is listed as skipped, not silently left out."""
+    import json
+
+    args = ["bench/run_all.py", "--quick", "--only", "model_load", "edge", "--out", str(tmp_path / "none")]
+    _bench([*args, "--output_dir", str(tmp_path)], server_env)
+    results = json.loads((tmp_path / "results.json").read_text())
+    model_load = results["benches"]["model_load"]
+    assert any(f.startswith("p50=") for f in model_load["figures"]) and "error" not in model_load
+    assert model_load["command"] == ".venv/bin/python bench/model_load.py --quick"
+    assert results["benches"]["edge"]["skipped"].startswith("needs ")
+    assert results["machine"]["cpus"] and results["versions"]["torch"]
+    table = (tmp_path / "benchmarks.md").read_text()
+    assert "| model_load | p50=" in table and "| edge | skipped" in table

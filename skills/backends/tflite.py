@@ -55,6 +55,7 @@ class TFLiteBackend:
                 from transformers import AutoTokenizer
 
                 from hai_tools.litert import LiteRTCausalLM, TFLiteModel
+                from hai_tools.models import EMBED_MAX_TOKENS
 
                 folder = self._dirs[capability]
                 runner = (
@@ -62,6 +63,11 @@ class TFLiteBackend:
                     if capability == "embed"
                     else LiteRTCausalLM(self._pick(folder))
                 )
+                if capability == "embed" and runner.seq_len != EMBED_MAX_TOKENS:
+                    raise BackendUnavailable(
+                        f"edge embedder {folder.name} has a {runner.seq_len}-token window, not the "
+                        f"{EMBED_MAX_TOKENS} of every other backend: re-export it (python -m export tflite)"
+                    )
                 self._models[capability] = (runner, AutoTokenizer.from_pretrained(folder))
             return self._models[capability]  # type: ignore[no-any-return]
 

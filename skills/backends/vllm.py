@@ -187,7 +187,10 @@ class VLLMBackend:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not self.embed_model:
             raise BackendUnavailable("vLLM backend has no embedding model")
-        data = await self._post("embed", "/v1/embeddings", {"model": self.embed_model, "input": texts})
+        from hai_tools.models import EMBED_MAX_TOKENS
+
+        body = {"model": self.embed_model, "input": texts, "truncate_prompt_tokens": EMBED_MAX_TOKENS}
+        data = await self._post("embed", "/v1/embeddings", body)  # vLLM truncates as the other backends do
         return [
             list(map(float, item["embedding"])) for item in sorted(data["data"], key=lambda d: d["index"])
         ]

@@ -136,8 +136,11 @@ def test_a_full_queue_answers_overloaded_and_counts_against_no_one() -> None:
         with pytest.raises(Overloaded, match="queue limit") as raised:
             await router.call("generate", _generate)
         assert raised.value.retry_after_s >= 1
+        # each capability has its own queue: generations filling theirs never turn an embedding away
+        embedded, backend = await router.call("embed", lambda b: b.embed(["x"]))
+        assert embedded == [[1.0]] and backend is busy
         assert [b.name for _, b in await asyncio.gather(*first)] == ["local", "local"]
-        assert router.breakers["local:generate"].failures == 0 and router.pending["local"] == 0
+        assert router.breakers["local:generate"].failures == 0 and router.pending["local:generate"] == 0
         assert (await router.call("generate", _generate))[1] is busy  # room again
 
     asyncio.run(scenario())

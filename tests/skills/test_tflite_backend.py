@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from mcp import Client, StdioServerParameters
 
 from tests.conftest import write_server_config
@@ -61,3 +62,34 @@ def test_tflite_backend_embeds_and_reasons(
     screen = out["screen"].structured_content  # the on-device decision: likelihood scoring on LiteRT
     assert screen["backend"] == "tflite" and screen["label"] in ("refer", "monitor", "on-track")
     assert abs(sum(screen["probabilities"].values()) - 1) < 1e-4
+
+
+def test_every_backend_embeds_a_long_text_from_the_same_window(minilm_tflite: Path) -> None:
+    """A text longer than the embedder's window gives the same vector on the local and the edge backend (fp32):
+    both keep its first EMBED_MAX_TOKENS tokens. The local model's own limit (256) kept more, so a failover
+    changed what a long note's vector meant (cosine 0.953 on this text before the window was shared)."""
+    from export.onnx_export import EMBED_LONG
+    from skills.backends.local import LocalBackend
+    from skills.backends.tflite import TFLiteBackend
+
+    async def both() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        local = LocalBackend(reasoner=None, embedder="embedded:all-minilm-l6-v2")
+        edge = TFLiteBackend(embedder_dir=str(minilm_tflite), variant="fp32")
+        short = "Fever for three days with a new rash."
+        (long_local, short_local), (long_edge, short_edge) = (
+            await local.embed([EMBED_LONG, short]),
+            await edge.embed([EMBED_LONG, short]),
+        )
+        return tuple(np.asarray(v) for v in (long_local, long_edge, short_local, short_edge))  # type: ignore[return-value]
+
+    long_local, long_edge, short_local, short_edge = asyncio.run(both())
+    assert float(long_local @ long_edge) > 0.999, float(long_local @ long_edge)
+    assert float(short_local @ short_edge) > 0.999
+
+
+def test_an_edge_embedder_with_another_window_is_refused(tmp_path: Path) -> None:
+    from export.tflite import ConversionError, export_tflite
+
+    with pytest.raises(ConversionError, match="the embedder's window is 128 tokens on every backend"):
+        export_tflite("embedded:all-minilm-l6-v2", tmp_path / "edge", "embedder", seq_len=256)
+    assert not (tmp_path / "edge").exists()

@@ -86,3 +86,50 @@ def test_vllm_backend_refuses_a_server_that_does_not_serve_the_release(tmp_path:
         await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_vllm_embeddings_are_truncated_to_the_shared_window() -> None:
+    """The embeddings request asks the server to keep the first EMBED_MAX_TOKENS tokens, as the local and edge
+    backends do (vLLM's `truncate_prompt_tokens`). The server is a stand-in on loopback (vLLM needs CUDA):
+    it records the request body it received."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from hai_tools.models import EMBED_MAX_TOKENS
+    from skills.backends.vllm import VLLMBackend
+
+    bodies: list[dict[str, object]] = []
+
+    class Embeddings(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            payload = json.dumps({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Embeddings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def scenario() -> list[list[float]]:
+        backend = VLLMBackend(
+            f"http://127.0.0.1:{server.server_port}", served_model=None, embed_model="minilm", timeout_s=5
+        )
+        try:
+            return await backend.embed(["a long clinical note"])
+        finally:
+            await backend.close()
+
+    try:
+        assert asyncio.run(scenario()) == [[0.6, 0.8]]
+    finally:
+        server.shutdown()
+    assert bodies == [
+        {"model": "minilm", "input": ["a long clinical note"], "truncate_prompt_tokens": EMBED_MAX_TOKENS}
+    ]

@@ -1,0 +1,150 @@
+"""`make bench`: run every bench, record its figures (`ratio=`, `p50=`, `p99=`, `lost=` ...), the command, the
+machine and library versions in `bench/results.json`, and a table of them in `docs/benchmarks.md`. Benches that
+need built artifacts (the guard, the TFLite models of `make demo`) are run when those exist and listed as skipped
+otherwise. `--quick` runs each bench in its quick mode (tests: writes to `--output_dir`).
+
+    .venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--out out] [--output_dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+]?[0-9][0-9.]*)")
+
+
+def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
+    """name -> (arguments, artifacts it needs)."""
+    edge = ["--embedder_dir", str(out / "edge/minilm"), "--causal_lm_dir", str(out / "edge/student")]
+    full: dict[str, tuple[list[str], list[Path]]] = {
+        "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "json"], []),
+        "load": (["bench/load.py"], []),
+        "embed_batching": (["bench/embed_batching.py"], []),
+        "generate_batching": (["bench/generate_batching.py"], []),
+        "model_load": (["bench/model_load.py"], []),
+        "base_verify": (["bench/base_verify.py"], []),
+        "bias_audit": (["bench/bias_audit.py"], []),
+        "guard_latency": (["bench/guard_latency.py", "--guard", str(out / "guard")], [out / "guard"]),
+        "edge": (["bench/edge.py", *edge], [out / "edge/minilm", out / "edge/student"]),
+    }
+    if not quick:
+        return full
+    short = {
+        "mcp_overhead": ["--calls", "5"],
+        "load": ["--clients", "3", "--seconds", "3"],
+        "embed_batching": ["--calls", "16", "--callers", "4", "--repeats", "1"],
+        "generate_batching": ["--callers", "3", "--tokens", "4", "--repeats", "1"],
+        "model_load": ["--quick"],
+        "base_verify": ["--repeats", "1"],
+        "bias_audit": ["--quick", "--repeats", "1"],
+        "guard_latency": ["--repeats", "20"],
+        "edge": [],
+    }
+    return {name: ([*args, *short[name]], needs) for name, (args, needs) in full.items()}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "sentence-transformers", "mcp", "ai-edge-litert", "fairlearn"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def machine() -> dict[str, str | int | None]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()  # fmt: skip
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "amx": "amx_tile" in flags,
+        "python": platform.python_version(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", help="bench names to run (default: all)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "out", help="where `make demo` wrote its artifacts"
+    )
+    parser.add_argument(
+        "--output_dir", type=Path, default=None, help="default: bench/ and docs/ of this checkout"
+    )
+    args = parser.parse_args()
+    results: dict[str, object] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "versions": versions(),
+        "benches": {},
+    }
+    table = ["| bench | figures | seconds | command |", "| --- | --- | --- | --- |"]
+    failed = 0
+    for name, (argv, needs) in benches(args.out, args.quick).items():
+        if args.only and name not in args.only:
+            continue
+        command = " ".join([".venv/bin/python", *argv])
+        missing = [str(p) for p in needs if not p.exists()]
+        if missing:
+            results["benches"][name] = {
+                "command": command,
+                "skipped": f"needs {', '.join(missing)} (make demo)",
+            }  # type: ignore[index]
+            table.append(f"| {name} | skipped: needs `make demo` artifacts | | `{command}` |")
+            print(f"{name}: skipped (needs {', '.join(missing)})", flush=True)
+            continue
+        print(f"{name}: {command}", flush=True)
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+        seconds = time.monotonic() - started
+        figures = [f"{k}={v}" for k, v in FIGURE.findall(done.stdout)]
+        entry = {"command": command, "seconds": round(seconds, 1), "figures": figures, "stdout": done.stdout}
+        if done.returncode != 0:
+            failed += 1
+            entry["error"] = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        results["benches"][name] = entry  # type: ignore[index]
+        shown = ", ".join(figures) if done.returncode == 0 else f"failed: {entry['error']}"
+        table.append(f"| {name} | {shown} | {seconds:.0f} | `{command}` |")
+        print(f"  {shown}", flush=True)
+    bench_dir = args.output_dir or ROOT / "bench"
+    docs_dir = args.output_dir or ROOT / "docs"
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    about = results["machine"]
+    head = [
+        "# Benchmarks",
+        "",
+        f"Measured {results['date']} by `make bench` (`bench/run_all.py`{' --quick' if args.quick else ''}) on "
+        f"{about['cpu']}, {about['cpus']} CPUs (AVX-512: {about['avx512']}, AMX: {about['amx']}), Python "  # type: ignore[index]
+        f"{about['python']}; " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",  # type: ignore[index, attr-defined]
+        "Each bench's docstring says what both sides do; the full output of each run is in `bench/results.json`.",
+        "",
+    ]
+    (docs_dir / "benchmarks.md").write_text("\n".join(head + table) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
