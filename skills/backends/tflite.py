@@ -58,16 +58,16 @@ class TFLiteBackend:
                 from hai_tools.models import EMBED_MAX_TOKENS
 
                 folder = self._dirs[capability]
-                runner = (
-                    TFLiteModel(self._pick(folder))
-                    if capability == "embed"
-                    else LiteRTCausalLM(self._pick(folder))
-                )
-                if capability == "embed" and runner.seq_len != EMBED_MAX_TOKENS:
-                    raise BackendUnavailable(
-                        f"edge embedder {folder.name} has a {runner.seq_len}-token window, not the "
-                        f"{EMBED_MAX_TOKENS} of every other backend: re-export it (python -m export tflite)"
-                    )
+                runner: Any
+                if capability == "embed":
+                    runner = TFLiteModel(self._pick(folder))
+                    if runner.seq_len != EMBED_MAX_TOKENS:
+                        raise BackendUnavailable(
+                            f"edge embedder {folder.name} has a {runner.seq_len}-token window, not the "
+                            f"{EMBED_MAX_TOKENS} of every other backend: re-export it (python -m export tflite)"
+                        )
+                else:
+                    runner = LiteRTCausalLM(self._pick(folder))
                 self._models[capability] = (runner, AutoTokenizer.from_pretrained(folder))
             return self._models[capability]  # type: ignore[no-any-return]
 
