@@ -9,7 +9,6 @@ fracture F1 at 0.5 (and sensitivity/specificity); every metric with a bootstrap 
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,47 +22,14 @@ from hai_tools.manifest import (
     library_versions,
 )
 from hai_tools.radiology import bone_age_band
-from trainer.radiology import turn
+from hai_tools.radiology_reading import load_reader, read_image
 
-PREFIX = {"rop": "Plus disease:", "fracture": "Fracture:"}  # the answer (" yes" / " no") follows the colon
 SUBGROUPS = ("sex", "age_band", "site")
 
 
-def _load(model_dir: str) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    return AutoProcessor.from_pretrained(model_dir), AutoModelForImageTextToText.from_pretrained(
-        model_dir, dtype=torch.float32
-    ).eval()
-
-
-def yes_probability(processor: Any, model: Any, prompt: str, image: Any) -> float:
-    """P(yes) against no after `prompt` (which ends at the answer's colon), by token ids
-    (hai_tools.likelihood): the answer is scored as ` yes` / ` no`, the tokens training saw after the colon."""
-    from hai_tools.likelihood import candidate_ids, continuation_logprobs, normalised
-
-    inputs = dict(processor(text=[prompt], images=[[image]], return_tensors="pt"))
-    options = candidate_ids(processor.tokenizer, [" yes", " no"])
-    return float(normalised(continuation_logprobs(model, inputs, options))[0])
-
-
 def score_row(processor: Any, model: Any, row: dict[str, Any], max_new_tokens: int = 8) -> dict[str, Any]:
-    import torch
-
-    image = row["image"].convert("RGB")
     out: dict[str, Any] = {"task": row["task"], "label": float(row["label"])}
-    if row["task"] == "bone_age":
-        inputs = processor(text=[turn(row["prompt"])], images=[[image]], return_tensors="pt")
-        with torch.no_grad():
-            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        text = processor.decode(generated[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        match = re.search(r"(\d+(?:\.\d+)?)", text)
-        out["answer"] = text.strip()[:80]
-        out["prediction"] = float(match.group(1)) if match else None
-    else:
-        out["p_yes"] = yes_probability(processor, model, turn(row["prompt"]) + PREFIX[row["task"]], image)
-    return out
+    return out | read_image(processor, model, row["task"], row["image"], row["prompt"], max_new_tokens)
 
 
 def _task_metrics(
@@ -113,7 +79,7 @@ def run_radiology_eval(
     record, splits = load_registered(open_registry(), dataset_ref)
     data = splits[split]
     source_rows = [data[i] for i in range(min(limit or len(data), len(data)))]
-    processor, model = _load(model_dir)
+    processor, model = load_reader(model_dir)
     rows = []
     for source in source_rows:
         scored = score_row(processor, model, source)

@@ -43,6 +43,12 @@ PROMPTS = {
 }
 
 
+def turn(prompt: str, answer: str | None = None) -> str:
+    """The Gemma-3 chat format with one image (the processor expands `<start_of_image>`)."""
+    text = f"<bos><start_of_turn>user\n<start_of_image>{prompt}<end_of_turn>\n<start_of_turn>model\n"
+    return text + (f"{answer}<end_of_turn>\n" if answer is not None else "")
+
+
 @dataclass
 class Row:
     number: int
@@ -132,7 +138,7 @@ def _parse_row(raw_dir: Path, record: dict[str, str], number: int, salt: str) ->
     )
 
 
-def _window(dataset: Any) -> Any:
+def dicom_pixels(dataset: Any) -> Any:
     """DICOM pixels to 8-bit: modality LUT, then the VOI LUT or window of the file (else min-max)."""
     import numpy as np
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -160,7 +166,7 @@ def _load_image(row: Row, dicom_out: Path | None, salt: str, policy: DeidPolicy)
 
         try:
             dataset = pydicom.dcmread(row.file)
-            pixels = _window(dataset)
+            pixels = dicom_pixels(dataset)
         except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError) as exc:
             raise ValueError(f"unreadable DICOM: {type(exc).__name__}: {str(exc)[:120]}") from None
         try:

@@ -39,6 +39,7 @@ REVIEWERS = frozenset({"clinician", "admin"})
 ROUTES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/ready"): EVERY_ROLE,
     ("POST", "/infer_text"): REVIEWERS,
+    ("POST", "/infer_image"): REVIEWERS,
     ("POST", "/review"): EVERY_ROLE,
     ("GET", "/review/"): EVERY_ROLE,
     ("*", "/mcp"): EVERY_ROLE,

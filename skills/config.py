@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hai_tools.callers import Caller
 from hai_tools.config_file import first_error, read_yaml_mapping
@@ -73,6 +73,39 @@ class TracingSettings(BaseModel):
     service_name: str = "hai-tools"
 
 
+def _default_thresholds() -> dict[Literal["rop", "fracture"], float]:
+    return {"rop": 0.5, "fracture": 0.5}
+
+
+class RadiologySettings(BaseModel):
+    """The radiology tool (`read_radiograph`, `POST /infer_image`): a merged Gemma-3 image-text model, read locally."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        description="merged image-text model folder (python -m export merge of a radiology adapter)"
+    )
+    eval_report: str | None = Field(
+        None,
+        description="its `python -m evals radiology` folder: the bone-age interval is +- its validated MAE",
+    )
+    thresholds: dict[Literal["rop", "fracture"], float] = Field(
+        default_factory=_default_thresholds,
+        description="P(yes) at or above which a finding is called (the threshold the evaluation used)",
+    )
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=48 * 1024 * 1024)
+    max_pixels: int = Field(4096 * 4096, ge=64 * 64)
+    allow_burned_in: bool = Field(False, description="read DICOMs flagged or suspected of burned-in text")
+    burned_in_reason: str | None = Field(None, description="required with allow_burned_in; logged at start")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _every_task(cls, given: dict[Any, float]) -> dict[Any, float]:
+        if any(not 0 < value < 1 for value in given.values()):
+            raise ValueError("a threshold must lie strictly between 0 and 1")
+        return {**_default_thresholds(), **given}
+
+
 class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -98,6 +131,7 @@ class ServerConfig(BaseModel):
     tflite: TFLiteSettings = Field(default_factory=TFLiteSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    radiology: RadiologySettings | None = None
     timeout_s: float = Field(120.0, gt=0, description="one backend attempt")
     deadline_s: float = Field(180.0, gt=0, description="a whole call, across every backend it tries")
     max_queue: int = Field(

@@ -160,3 +160,33 @@ class ReviewedResult(BaseModel):
     text: str | None = None
     statement: dict[str, Any] | None = None
     signature: str | None = None
+
+
+RadiologyTask = Literal["bone_age", "rop", "fracture"]
+ImageMediaType = Literal["image/png", "image/jpeg", "application/dicom"]
+# base64 of the largest image any server accepts (its own limit, radiology.max_image_bytes, is checked decoded)
+MAX_IMAGE_BASE64_CHARS = 64 * 1024 * 1024
+
+
+class RadiographRequest(_Request):
+    """One image for the radiology tool: base64 PNG, JPEG or DICOM (de-identified before the model sees it)."""
+
+    task: RadiologyTask
+    image_base64: Annotated[str, StringConstraints(min_length=4, max_length=MAX_IMAGE_BASE64_CHARS)]
+    media_type: ImageMediaType | None = Field(None, description="default: recognised from the bytes")
+
+
+class RadiographResult(_ReviewedResult):
+    task: RadiologyTask
+    bone_age_months: float | None = Field(None, description="bone age: the model's estimate")
+    bone_age_interval_months: tuple[float, float] | None = Field(
+        None, description="estimate +- the model's validated mean absolute error (from its evaluation report)"
+    )
+    probability: float | None = Field(None, description="rop / fracture: P(yes) from the model")
+    threshold: float | None = Field(None, description="the decision threshold the finding was called at")
+    finding: bool | None = Field(None, description="probability >= threshold")
+    answer_text: str | None = Field(None, description="the model's own answer (bone age)")
+    note: str | None = None
+    image: dict[str, Any] = Field(
+        description="what was read: media type, width, height, sha256 of the decoded pixels (never the image)"
+    )

@@ -21,15 +21,20 @@ from pydantic import Field, ValidationError
 
 from skills.contracts import (
     DEFAULT_MAX_NEW_TOKENS,
+    MAX_IMAGE_BASE64_CHARS,
     AdapterName,
     AgeMonths,
     CaseId,
     ContextPassages,
     EmbedRequest,
     EmbedResult,
+    ImageMediaType,
     MaxNewTokens,
     Observations,
     Question,
+    RadiographRequest,
+    RadiographResult,
+    RadiologyTask,
     ReasonRequest,
     ReasonResult,
     ReviewedResult,
@@ -41,6 +46,7 @@ from skills.contracts import (
 
 log = logging.getLogger("mcp_server")
 
+ImageBase64 = Annotated[str, Field(min_length=4, max_length=MAX_IMAGE_BASE64_CHARS)]
 ReviewId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
@@ -136,6 +142,11 @@ class Skills:
                 "no guard artifact configured: requests and answers are checked by the policy's rules alone"
             )
         composed = Composed(router, guard, audit)
+        self.radiology = None
+        if config.radiology is not None:
+            from skills.radiology_skill import RadiologySkill
+
+            self.radiology = RadiologySkill(config.radiology, audit)
         self.router, self.guard, self.embed, self.reasoner = router, guard, composed.embed, composed.reasoner
         self.review = ReviewDesk(self.embed, self.reasoner, config.workflow)
         registry = CallerRegistry(Path(config.callers) if config.callers else None)
@@ -261,6 +272,8 @@ class Skills:
         from skills.backends.local import LocalBackend
         from skills.backends.vllm import VLLMBackend
 
+        if self.radiology is not None:
+            await asyncio.to_thread(self.radiology.load)
         for backend in self.backends:
             if isinstance(backend, LocalBackend):
                 await asyncio.to_thread(backend.load)
@@ -297,6 +310,7 @@ class Skills:
             "backends": status,
             "capabilities": capable,
             "unavailable": {name: why for name, why in unavailable.items() if why},
+            **({"radiology": self.radiology.loaded} if self.radiology is not None else {}),
             "breakers": {n: b.state for n, b in self.router.breakers.items()},
             "queues": dict(self.router.pending),
         }
@@ -422,6 +436,25 @@ def build_server(skills: Skills, transport: str = "stdio") -> Any:
         await ctx.report_progress(1, 1, "done")
         return result  # type: ignore[no-any-return]
 
+    if skills.radiology is not None:
+        radiology = skills.radiology
+
+        @server.tool(
+            name="read_radiograph",
+            title="Read a pediatric radiograph (clinician review required)",
+            annotations=read_only,
+            description="One image (base64 PNG, JPEG or DICOM; DICOM is de-identified first) for a task: "
+            "bone_age (months, with an interval), rop or fracture (P(yes), the threshold, the finding). "
+            "Every result requires clinician review.",
+        )
+        async def read_radiograph(
+            task: RadiologyTask, image_base64: ImageBase64, media_type: ImageMediaType | None = None
+        ) -> RadiographResult:
+            request = await guarded(
+                _validated(RadiographRequest, task=task, image_base64=image_base64, media_type=media_type)
+            )
+            return await guarded(radiology.read(request))  # type: ignore[no-any-return]
+
     def caller() -> Caller:
         served = current_caller()
         if served is None:  # the boundary sets it for every request; refuse rather than guess
@@ -517,6 +550,7 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
     from skills.backends.base import RequestRejected
     from skills.boundary import BodyLimit, CallerAuth
     from skills.failover import Overloaded
+    from skills.images import ImageRejected
 
     server = build_server(skills, transport="http")
 
@@ -564,6 +598,20 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
             return error(exc)
         return JSONResponse(result.model_dump())
 
+    @server.custom_route("/infer_image", methods=["POST"])
+    async def infer_image(request: Request) -> JSONResponse:
+        """REST radiology: {task, image_base64, media_type?} -> the reading (404 when no model is configured)."""
+        if skills.radiology is None:
+            return JSONResponse({"error": "not_found", "detail": "no radiology model is configured"}, 404)
+        try:
+            payload = RadiographRequest.model_validate(json.loads(await request.body()))
+            result = await skills.radiology.read(payload)
+        except ImageRejected as exc:
+            return JSONResponse({"error": "image_rejected", "detail": str(exc)}, status_code=422)
+        except (ValidationError, ValueError, HaiError) as exc:
+            return error(exc)
+        return JSONResponse(result.model_dump())
+
     @server.custom_route("/review", methods=["POST"])
     async def review_submit(request: Request) -> JSONResponse:
         try:
@@ -583,6 +631,9 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
         return JSONResponse(result.model_dump())
 
     http = skills.config.http
+    body_limit = http.max_body_bytes
+    if skills.radiology is not None:  # an image's base64 and its JSON envelope must fit
+        body_limit = max(body_limit, skills.config.radiology.max_image_bytes * 4 // 3 + 65536)
     security = None  # on loopback the SDK keeps its own DNS-rebinding protection (loopback hosts only)
     if http.allowed_hosts or host not in LOOPBACK:
         if not http.allowed_hosts:
@@ -601,7 +652,7 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
         streamable_http_path="/mcp",
         host=host,
         transport_security=security,
-        max_request_body_size=http.max_body_bytes,
+        max_request_body_size=body_limit,
         json_response=http.json_response,
         stateless_http=http.stateless,
     )
@@ -615,4 +666,4 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"],
         )
-    return BodyLimit(app, http.max_body_bytes)
+    return BodyLimit(app, body_limit)

@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hai_tools.errors import DatasetError
+from hai_tools.radiology import turn
 
 log = logging.getLogger("trainer")
 RADIOLOGY_COLUMNS = ("image", "task", "prompt", "answer")
-
-
-def turn(prompt: str, answer: str | None = None) -> str:
-    """The Gemma-3 chat format with one image (the processor expands `<start_of_image>`)."""
-    text = f"<bos><start_of_turn>user\n<start_of_image>{prompt}<end_of_turn>\n<start_of_turn>model\n"
-    return text + (f"{answer}<end_of_turn>\n" if answer is not None else "")
 
 
 def language_model_targets(names: list[str]) -> str:

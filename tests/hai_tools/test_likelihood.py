@@ -50,9 +50,8 @@ def test_image_text_yes_no_is_scored_not_a_constant(tiny_vlm: Path) -> None:
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from evals.radiology import PREFIX, yes_probability
-    from hai_tools.radiology import PROMPTS
-    from trainer.radiology import turn
+    from hai_tools.radiology import PROMPTS, turn
+    from hai_tools.radiology_reading import PREFIX, yes_probability
 
     processor = AutoProcessor.from_pretrained(tiny_vlm)
     model = AutoModelForImageTextToText.from_pretrained(tiny_vlm, dtype=torch.float32).eval()
