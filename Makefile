@@ -19,8 +19,10 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-$(shell cat requirements/lock-tflite-c
 # The agent side (langchain-mcp-adapters needs mcp<2) and the client-only install (clients/python): its own venv.
 AGENTS_VENV ?= .venv-agents
 AGENTS_STAMP := $(AGENTS_VENV)/.installed-$(shell cat requirements/lock-agents-client.txt clients/python/pyproject.toml | sha256sum | cut -c1-16)
-# MCP clients from npm the tests drive (the MCP Inspector CLI): tests/node, from its lock file.
-NODE_STAMP := tests/node/node_modules/.installed-$(shell cat tests/node/package-lock.json | sha256sum | cut -c1-16)
+# Node: MCP clients from npm the tests drive (the MCP Inspector CLI, tests/node) and the TypeScript client and
+# React hook (clients/typescript), installed from their lock files and built with tsc; rebuilt when a source changes.
+TS_SOURCES := $(shell ls clients/typescript/package-lock.json clients/typescript/tsconfig.json clients/typescript/src/*.ts clients/typescript/test/*.ts* 2>/dev/null)
+NODE_STAMP := clients/typescript/node_modules/.installed-$(shell cat tests/node/package-lock.json $(TS_SOURCES) | sha256sum | cut -c1-16)
 
 .PHONY: install tflite-env agents-env node-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
 
@@ -54,6 +56,8 @@ node-env: $(NODE_STAMP)
 
 $(NODE_STAMP):
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	cd clients/typescript && npm ci --no-audit --no-fund --loglevel=error && rm -rf dist && npm run --silent build
+	@rm -f clients/typescript/node_modules/.installed-*
 	@touch $@
 
 lint: install
