@@ -15,33 +15,6 @@ from hai_tools.manifest import verify_artifact
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def report_dir(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("evals") / "tiny"
-    assert (
-        main(
-            [
-                "run",
-                str(merged_tiny),
-                "--dataset",
-                demo_dataset,
-                "--output_dir",
-                str(out),
-                "--limit",
-                "40",
-                "--n_resamples",
-                "100",
-                "--min_group_size",
-                "5",
-                "--red_team_size",
-                "quick",
-            ]
-        )
-        == 0
-    )
-    return out
-
-
 def test_report_has_metrics_audit_safety_and_protocol(report_dir: Path) -> None:
     manifest = verify_artifact(report_dir, kind="eval_report")
     assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset", "red_team_suite"]
