@@ -111,6 +111,13 @@ def create_release(
     their chains (under `chain/`), all listed with their hashes in one manifest signed with `key_path`."""
     task, task_text = load_task(task_spec)
     merged = verify_artifact(merged_dir, kind="merged_model")
+    image_text = merged.extra.get("modality") == "image_text"
+    if image_text != (task.hf_task_type == "image-text-to-text"):
+        raise ReleaseRefused(
+            f"{merged.name} is {'an image-text' if image_text else 'a text'} model but task {task.name} is "
+            f"{task.hf_task_type}: release it with the task card it was trained for (--task)"
+        )
+    role = "radiology" if image_text else "reasoner"  # what the server serves it as
     report_manifest = verify_artifact(report_dir, kind="eval_report")
     if report_manifest.inputs[0].hash != merged.content_hash:
         raise ReleaseRefused(f"the eval report in {report_dir} is not of the merged model in {merged_dir}")
@@ -139,14 +146,14 @@ def create_release(
     key = load_private(key_path)
     name = release_id or f"{merged.name}-{merged.content_hash.removeprefix('sha256:')[:12]}"
     serving: dict[str, Any] = {
-        "reasoner": {"path": "models/reasoner", "kind": "merged_model", "hash": merged.content_hash}
+        role: {"path": f"models/{role}", "kind": "merged_model", "hash": merged.content_hash}
     }
     inputs = [
-        ArtifactInput(kind="merged_model", name=merged.name, hash=merged.content_hash, uri="models/reasoner"),
+        ArtifactInput(kind="merged_model", name=merged.name, hash=merged.content_hash, uri=f"models/{role}"),
         ArtifactInput(kind="eval_report", name=report_manifest.name, hash=report_manifest.content_hash),
     ]
     with atomic_folder(output_dir) as tmp:
-        _copy_model(Path(merged_dir), tmp / "models" / "reasoner")
+        _copy_model(Path(merged_dir), tmp / "models" / role)
         if embedder:
             ref = resolve_base_model(embedder)
             _copy_model(Path(ref.path), tmp / "models" / "embedder")

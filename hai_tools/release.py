@@ -102,7 +102,7 @@ def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
         raise ManifestError(f"{folder}: release signature does not verify with {public_key.name}") from None
     manifest = verify_artifact(folder, kind="release")
     serving = manifest.extra.get(SERVING_KEY)
-    if not isinstance(serving, dict) or "reasoner" not in serving:
+    if not isinstance(serving, dict) or not ({"reasoner", "radiology"} & set(serving)):
         raise ManifestError(f"{folder}: the release lists no served models (made by an older hai-tools?)")
     for role, entry in serving.items():
         own = _served_identity(folder, manifest, entry)

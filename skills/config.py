@@ -82,8 +82,10 @@ class RadiologySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(
-        description="merged image-text model folder (python -m export merge of a radiology adapter)"
+    model: str | None = Field(
+        None,
+        description="merged image-text model folder (python -m export merge of a radiology adapter); a signed "
+        "radiology release decides it instead",
     )
     eval_report: str | None = Field(
         None,

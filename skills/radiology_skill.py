@@ -32,7 +32,7 @@ def _identity(folder: Path) -> tuple[ModelIdentity, str | None]:
     return ModelIdentity(base=folder.name, manifest_hash=folder_identity(folder)), None
 
 
-def validated_mae(report_dir: Path, model_hash: str | None) -> float:
+def validated_mae(report_dir: Path, model_hash: str | None) -> float | None:
     """The bone-age MAE of an evaluation report of this model (its manifest verified, its model input checked)."""
     from hai_tools.manifest import verify_artifact
 
@@ -46,25 +46,36 @@ def validated_mae(report_dir: Path, model_hash: str | None) -> float:
             f"radiology.eval_report {report_dir.name} is not an evaluation of the configured model "
             "(its inputs do not name the model's manifest)"
         )
-    report = json.loads((report_dir / "report.json").read_text())
-    mae = (report.get("metrics") or {}).get("bone_age_mae") or {}
-    value = mae.get("value") if isinstance(mae, dict) else mae
-    if not isinstance(value, int | float):
-        raise ConfigError(f"radiology.eval_report {report_dir.name} has no bone_age_mae")
-    return float(value)
+    return _report_mae(report_dir / "report.json", report_dir.name)
+
+
+def _report_mae(report_path: Path, name: str) -> float | None:
+    """bone_age_mae of an evaluation report (None when the evaluation had no bone-age cases or none parsed)."""
+    report = json.loads(report_path.read_text())
+    if "bone_age_mae" not in (report.get("metrics") or {}):
+        raise ConfigError(f"the evaluation report of {name} has no bone_age_mae")
+    value = report["metrics"]["bone_age_mae"].get("value")
+    return float(value) if isinstance(value, int | float) else None
 
 
 class RadiologySkill:
-    def __init__(self, settings: Any, audit: AuditLog) -> None:
+    def __init__(self, settings: Any, audit: AuditLog, release_folder: Path | None = None) -> None:
+        """`release_folder`: the verified signed release the model comes from (its eval report gives the MAE)."""
         from hai_tools.deid import DeidPolicy
 
         self.settings = settings
         self.audit = audit
+        if not settings.model:
+            raise ConfigError("radiology needs a model: radiology.model, or a signed radiology release")
         self.folder = Path(settings.model)
         if not self.folder.is_dir():
             raise ConfigError(f"radiology.model {settings.model} is not a folder")
         self.identity, manifest_hash = _identity(self.folder)
-        self.mae = validated_mae(Path(settings.eval_report), manifest_hash) if settings.eval_report else None
+        self.mae: float | None = None
+        if release_folder is not None:
+            self.mae = _report_mae(release_folder / "eval_report.json", release_folder.name)
+        elif settings.eval_report:
+            self.mae = validated_mae(Path(settings.eval_report), manifest_hash)
         self.policy = DeidPolicy(
             allow_burned_in=settings.allow_burned_in, burned_in_reason=settings.burned_in_reason
         )

@@ -143,10 +143,17 @@ class Skills:
             )
         composed = Composed(router, guard, audit)
         self.radiology = None
-        if config.radiology is not None:
+        if self.models.get("radiology") or config.radiology is not None:
+            from skills.config import RadiologySettings
             from skills.radiology_skill import RadiologySkill
 
-            self.radiology = RadiologySkill(config.radiology, audit)
+            settings = config.radiology or RadiologySettings()
+            released = self.models.get("radiology")
+            if released:  # the signed release's image-text model, its interval from the release's eval report
+                settings = settings.model_copy(update={"model": released, "eval_report": None})
+            self.radiology = RadiologySkill(
+                settings, audit, release_folder=Path(config.release) if released else None
+            )
         self.router, self.guard, self.embed, self.reasoner = router, guard, composed.embed, composed.reasoner
         self.review = ReviewDesk(self.embed, self.reasoner, config.workflow)
         registry = CallerRegistry(Path(config.callers) if config.callers else None)
@@ -160,6 +167,9 @@ class Skills:
                         if identity.manifest_hash in self.release["served"]:
                             identity.release = self.release["name"]
                             identity.release_hash = self.release["hash"]
+            if self.radiology is not None and self.radiology.identity.manifest_hash in self.release["served"]:
+                self.radiology.identity.release = self.release["name"]
+                self.radiology.identity.release_hash = self.release["hash"]
 
     def _backend(self, name: str) -> Any:
         config = self.config
@@ -212,7 +222,11 @@ class Skills:
             from hai_tools.release import verify_release
 
             verified = verify_release(folder, Path(config.release_public_key))
-            second = sorted(explicit & {"reasoner", "embedder", "tflite.embedder_dir", "tflite.reasoner_dir"})
+            explicit |= {"radiology.model"} if config.radiology and config.radiology.model else set()
+            second = sorted(
+                explicit
+                & {"reasoner", "embedder", "tflite.embedder_dir", "tflite.reasoner_dir", "radiology.model"}
+            )
             if second:
                 raise ConfigError(
                     f"release {verified.name} decides the models served; remove {', '.join(second)} from "
@@ -225,7 +239,8 @@ class Skills:
                 )
             path = verified.model_path
             self.models = {
-                "reasoner": str(path("reasoner")),
+                "reasoner": str(path("reasoner")) if path("reasoner") else None,
+                "radiology": str(path("radiology")) if path("radiology") else None,
                 "embedder": str(path("embedder")) if path("embedder") else None,
                 "guard": str(path("guard")) if path("guard") else None,
                 "vllm_model": verified.name,
@@ -633,7 +648,7 @@ def build_http_app(skills: Skills, host: str = "127.0.0.1") -> Any:
     http = skills.config.http
     body_limit = http.max_body_bytes
     if skills.radiology is not None:  # an image's base64 and its JSON envelope must fit
-        body_limit = max(body_limit, skills.config.radiology.max_image_bytes * 4 // 3 + 65536)
+        body_limit = max(body_limit, skills.radiology.settings.max_image_bytes * 4 // 3 + 65536)
     security = None  # on loopback the SDK keeps its own DNS-rebinding protection (loopback hosts only)
     if http.allowed_hosts or host not in LOOPBACK:
         if not http.allowed_hosts:

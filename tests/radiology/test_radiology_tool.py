@@ -242,3 +242,89 @@ def test_the_bone_age_interval_comes_from_an_evaluation_of_this_model_only(
         result.bone_age_interval_months is None
         and result.note == "no evaluation report configured: no interval"
     )
+
+
+def test_a_radiology_release_goes_through_gate_card_signature_and_server(
+    tiny_vlm: Path,
+    tmp_path: Path,
+    server_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    images: dict[str, Path],
+) -> None:
+    """prep -> image-text LoRA -> merge -> evals radiology -> gate -> signed release with the radiology task card
+    -> the server serves read_radiograph from the verified release alone, results naming the release. A
+    radiology model released with the screening card is refused."""
+    from evals.__main__ import main as evals_main
+    from export.__main__ import main as export_main
+    from governance.__main__ import main as governance_main
+    from tests.radiology.test_pipeline import _train
+    from tests.radiology.test_prepare import make_raw
+    from trainer.__main__ import main as trainer_main
+
+    raw = make_raw(tmp_path / "raw")
+    prep = ["data", "prepare-radiology", "--raw_dir", str(raw), "--output_dir", str(tmp_path / "prepared")]
+    prep += ["--image_size", "48", "--register", "pedirad-release@1", "--deid-attestation", "test: synthetic"]
+    assert trainer_main(prep) == 0
+    adapter = _train(tiny_vlm, "pedirad-release@1", tmp_path / "adapter", "lora")
+    merged = tmp_path / "merged"
+    assert export_main(["merge", str(adapter), "--output_dir", str(merged)]) == 0
+    report = tmp_path / "report"
+    args = ["radiology", str(merged), "--dataset", "pedirad-release@1", "--split", "train"]
+    assert (
+        evals_main([*args, "--output_dir", str(report), "--n_resamples", "20", "--min_group_size", "2"]) == 0
+    )
+    policy = tmp_path / "policy.yaml"  # what this tiny model can pass: the parse rate is reported, not good
+    policy.write_text("split: train\nmin_group_size: 2\nmetrics:\n  bone_age_unparsed_rate: {max: 1.0}\n")
+    assert governance_main(["keygen", "--out", str(tmp_path / "keys" / "release")]) == 0
+    release = [str(merged), "--report", str(report), "--policy", str(policy), "--key"]
+    release += [str(tmp_path / "keys" / "release.key")]
+
+    capsys.readouterr()
+    refused = ["release", *release, "--output_dir", str(tmp_path / "wrong"), "--task", "screening"]
+    assert governance_main(refused) == 2
+    assert "is an image-text model but task screening is text-classification" in capsys.readouterr().err
+    assert not (tmp_path / "wrong").exists()
+
+    folder = tmp_path / "release"
+    ok = [
+        "release",
+        *release,
+        "--output_dir",
+        str(folder),
+        "--task",
+        "radiology",
+        "--release_id",
+        "pedirad-1",
+    ]
+    assert governance_main(ok) == 0
+    card = (folder / "README.md").read_text()
+    assert "pediatric radiology reading support" in card and "developmental screening" not in card.lower()
+    assert (folder / "models" / "radiology" / "manifest.json").exists()
+    assert not (folder / "models" / "reasoner").exists()
+
+    TOKENS.update(make_callers(tmp_path / "callers.yaml", **{"reader": "clinician"}))
+    config = write_server_config(
+        tmp_path / "server.yaml",
+        release=str(folder),
+        release_public_key=str(tmp_path / "keys" / "release.pub"),
+        reasoner=None,
+        backends=["local"],
+        callers=str(tmp_path / "callers.yaml"),
+    )
+    proc, base, log = spawn_http_server(config, tmp_path / "server.log", server_env)
+    try:
+        wait_for_http(f"{base}/health", proc, log)
+        response = _rest(base, "reader", {"task": "bone_age", "image_base64": _b64(images["xray"])})
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["model"]["release"] == "pedirad-1" and result["model"]["release_hash"]
+        assert result["requires_clinician_review"] is True
+        import json
+
+        mae = json.loads((folder / "eval_report.json").read_text())["metrics"]["bone_age_mae"]["value"]
+        months = result["bone_age_months"]
+        if months is not None and mae is not None:  # the interval is +- the release's evaluated MAE
+            assert result["bone_age_interval_months"] == [max(0.0, months - mae), months + mae]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
