@@ -77,18 +77,21 @@ def run_converter(job: dict[str, Any], timeout: int = 3600) -> None:
 
 
 def greedy_decode_torch(model: Any, prompt: list[int], steps: int) -> list[int]:
+    """`steps` greedy tokens with a KV cache, argmax at every step (end-of-sequence included, as the LiteRT loop
+    decodes): the parity reference and the bench's baseline, a bare loop without `generate`'s processors."""
     import torch
 
+    tokens: list[int] = []
     with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long),
-            max_new_tokens=steps,
-            min_new_tokens=steps,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    return [int(t) for t in out[0, len(prompt) :]]
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+        for _ in range(steps):
+            tokens.append(int(out.logits[0, -1].argmax()))
+            if len(tokens) == steps:
+                break
+            out = model(
+                input_ids=torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True
+            )
+    return tokens
 
 
 def _latency_ms(fn: Any, repeats: int = 10) -> float:

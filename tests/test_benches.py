@@ -74,3 +74,11 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
     assert results["machine"]["cpus"] and results["versions"]["torch"]
     table = (tmp_path / "benchmarks.md").read_text()
     assert "| model_load | p50=" in table and "| edge | skipped" in table
+
+
+def test_the_train_overhead_bench_runs_quick(
+    tiny_model_dir: Path, demo_dataset: str, server_env: dict[str, str]
+) -> None:
+    args = ["bench/train_overhead.py", "--base_model_id", str(tiny_model_dir), "--dataset", demo_dataset]
+    out = _bench([*args, "--steps", "2", "--batch", "2", "--repeats", "1"], server_env)
+    assert "ratio=" in out and "trainer" in out and "bare" in out

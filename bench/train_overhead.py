@@ -1,0 +1,147 @@
+"""`python -m trainer` against the bare loop a user would otherwise write: peft + torch, the same base model,
+LoRA config, examples (the first steps x batch records of the split, the same chat-template tokens with
+completion-only labels), batch size, steps, learning rate and optimiser (AdamW). Each side runs in its own process
+(model load excluded from the loop time, included in the wall time); repeats interleaved; min/median/max;
+`ratio=` bare loop time / trainer loop time (> 1: the trainer is faster). Minimum 0.95x, goal 1.3x.
+
+    .venv/bin/python bench/train_overhead.py [--steps 8] [--batch 4] [--repeats 2]
+    .venv/bin/python bench/train_overhead.py --base_model_id DIR --dataset REF --steps 2 --repeats 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bare(args: argparse.Namespace) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hai_tools.models import resolve_base_model
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import load_registered
+    from trainer.dp import _tensors, _tokenize
+    from trainer.train import _load_tokenizer
+
+    started = time.perf_counter()
+    torch.manual_seed(42)
+    base = resolve_base_model(args.base_model_id)
+    tokenizer = _load_tokenizer(base)
+    _, splits = load_registered(open_registry(), args.dataset)
+    records = splits["train"].select(range(args.steps * args.batch))
+    rows = _tokenize(records, tokenizer, args.max_length)
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    model = get_peft_model(
+        model,
+        LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.05,
+                   target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+    )  # fmt: skip
+    model.train()
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
+    loop = time.perf_counter()
+    for step in range(args.steps):
+        ids, mask, labels = _tensors(
+            rows[step * args.batch : (step + 1) * args.batch], tokenizer.pad_token_id
+        )[:]
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    end = time.perf_counter()
+    print(json.dumps({"loop_s": end - loop, "wall_s": end - started, "loss": float(loss)}))
+
+
+def _bare(env: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--bare", *sys.argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bare loop failed: {done.stderr.strip().splitlines()[-1:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def trainer(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, float]:
+    out = home / "adapter"
+    started = time.perf_counter()
+    command = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "--base_model_id",
+        args.base_model_id,
+        "--dataset",
+        args.dataset,
+    ]
+    command += ["--adapter_name", "bench", "--output_dir", str(out), "--method", "lora", "--lora_r", "8"]
+    command += ["--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch)]
+    command += ["--learning_rate", str(args.learning_rate), "--max_length", str(args.max_length)]
+    command += ["--max_train_samples", str(args.steps * args.batch), "--lr_scheduler_type", "constant"]
+    command += [
+        "--warmup_steps",
+        "0",
+        "--eval_steps",
+        "100000",
+        "--save_steps",
+        "100000",
+        "--logging_steps",
+        "1",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"python -m trainer failed: {done.stderr.strip().splitlines()[-1:]}")
+    wall = time.perf_counter() - started
+    log = next(home.rglob("train.log"))
+    runtime = [json.loads(line[line.index("{") :])["train_runtime"] for line in log.read_text().splitlines()
+               if '"train_runtime"' in line][-1]  # fmt: skip
+    return {"loop_s": float(runtime), "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base_model_id", default="embedded:gemma-3-270m")
+    parser.add_argument("--dataset", default="demo-screening@1")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--max_length", type=int, default=192)
+    parser.add_argument("--learning_rate", type=float, default=3e-4)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        bare(args)
+        return
+    from hai_tools.settings import models_dir, registry_url
+
+    times: dict[str, list[dict[str, float]]] = {"trainer": [], "bare": []}
+    shared = {"HAI_MODELS": str(models_dir()), "HAI_REGISTRY": registry_url()}  # the dataset's registry
+    for _ in range(args.repeats):
+        for side in ("trainer", "bare"):  # interleaved, each in a fresh home: no resume, no shared runs
+            with tempfile.TemporaryDirectory() as scratch:
+                env = {**os.environ, **shared, "HAI_HOME": scratch, "HF_HUB_OFFLINE": "1", "USE_TF": "0"}
+                times[side].append(trainer(args, Path(scratch), env) if side == "trainer" else _bare(env))
+    print(f"{args.steps} steps x batch {args.batch}, max_length {args.max_length}, {args.base_model_id}; "
+          f"{os.cpu_count()} CPUs; {args.repeats} interleaved repeats")  # fmt: skip
+    print(f"{'side':<10} {'loop min/median/max s':>26} {'wall median s':>14}")
+    for side, runs in times.items():
+        loops = [r["loop_s"] for r in runs]
+        print(f"{side:<10} {min(loops):>8.2f} {statistics.median(loops):>8.2f} {max(loops):>8.2f} "
+              f"{statistics.median([r['wall_s'] for r in runs]):>14.2f}")  # fmt: skip
+    ratio = statistics.median([r["loop_s"] for r in times["bare"]]) / statistics.median(
+        [r["loop_s"] for r in times["trainer"]]
+    )
+    print(f"ratio={ratio:.2f} (bare loop time / trainer loop time; minimum 0.95, goal 1.3)")
+
+
+if __name__ == "__main__":
+    main()
