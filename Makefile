@@ -129,8 +129,9 @@ demo-release: install
 	    test "$(REQUIRE_RELEASE)" != 1; \
 	fi
 
+# Every bench, figures into bench/results.json and docs/benchmarks.md (the edge and guard benches use make demo's artifacts).
 bench: install tflite-env
-	$(PY) bench/edge.py --embedder_dir $(OUT)/edge/minilm --causal_lm_dir $(OUT)/edge/student
+	$(PY) bench/run_all.py --out $(OUT)
 
 clean:
 	rm -rf $(OUT) .pytest_cache .mypy_cache .ruff_cache

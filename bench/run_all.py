@@ -25,17 +25,20 @@ FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+
 
 def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
     """name -> (arguments, artifacts it needs)."""
-    edge = ["--embedder_dir", str(out / "edge/minilm"), "--causal_lm_dir", str(out / "edge/student")]
+    edge = ["--embedder_dir", str(out / "edge/minilm")]
+    if (out / "edge/student").exists():  # the distilled reasoner of make demo, when it was built
+        edge += ["--causal_lm_dir", str(out / "edge/student")]
     full: dict[str, tuple[list[str], list[Path]]] = {
         "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "json"], []),
         "load": (["bench/load.py"], []),
         "embed_batching": (["bench/embed_batching.py"], []),
         "generate_batching": (["bench/generate_batching.py"], []),
         "model_load": (["bench/model_load.py"], []),
+        "train_overhead": (["bench/train_overhead.py"], []),
         "base_verify": (["bench/base_verify.py"], []),
         "bias_audit": (["bench/bias_audit.py"], []),
         "guard_latency": (["bench/guard_latency.py", "--guard", str(out / "guard")], [out / "guard"]),
-        "edge": (["bench/edge.py", *edge], [out / "edge/minilm", out / "edge/student"]),
+        "edge": (["bench/edge.py", *edge], [out / "edge/minilm"]),
     }
     if not quick:
         return full
@@ -45,6 +48,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
         "embed_batching": ["--calls", "16", "--callers", "4", "--repeats", "1"],
         "generate_batching": ["--callers", "3", "--tokens", "4", "--repeats", "1"],
         "model_load": ["--quick"],
+        "train_overhead": ["--steps", "2", "--batch", "2", "--repeats", "1"],
         "base_verify": ["--repeats", "1"],
         "bias_audit": ["--quick", "--repeats", "1"],
         "guard_latency": ["--repeats", "20"],

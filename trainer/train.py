@@ -123,7 +123,9 @@ def _load_model(config: TrainConfig, base: BaseModelRef) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "eager"}
+    # SDPA, transformers' default: eager attention materialises every attention matrix (slower on CPU; Gemma 3
+    # has no attention soft-capping that would need eager)
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "attn_implementation": "sdpa"}
     if config.method == "qlora":
         from trainer.quantization import load_4bit
 
@@ -229,10 +231,9 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             )
             train_seconds = time.monotonic() - started
         else:
-            # passed only when on: transformers 5 warns that the name is deprecated whenever it is given
-            optional: dict[str, Any] = (
-                {"gradient_checkpointing": True} if config.gradient_checkpointing else {}
-            )
+            # always passed, under transformers 5's name: TRL's SFTConfig turns checkpointing on by default, which
+            # recomputed every forward pass in backward although the config said off (bench/train_overhead.py)
+            optional: dict[str, Any] = {"activation_checkpointing": config.gradient_checkpointing}
             args = SFTConfig(
                 output_dir=str(run_dir / "checkpoints"),
                 num_train_epochs=config.num_train_epochs,

@@ -108,6 +108,9 @@ def test_a_png_over_mcp_and_a_dicom_over_rest_are_read(served: str, images: dict
                 "read_radiograph",
                 {"task": "rop", "image_base64": _b64(images["hand"]), "media_type": "image/png"},
             ),
+            "dicom": await client.call_tool(
+                "read_radiograph", {"task": "fracture", "image_base64": _b64(images["xray"])}
+            ),
         }
 
     out = _mcp(served, "radiologist", calls)
@@ -118,6 +121,7 @@ def test_a_png_over_mcp_and_a_dicom_over_rest_are_read(served: str, images: dict
     assert (bone_age["bone_age_months"] is None) == (
         bone_age["note"] == "the model's answer holds no number of months"
     )
+    assert out["dicom"].structured_content["image"]["media_type"] == "application/dicom"
     _reviewed(rop)
     assert rop["threshold"] == 0.4 and 0 <= rop["probability"] <= 1
     assert rop["finding"] is (rop["probability"] >= 0.4)
@@ -129,6 +133,8 @@ def test_a_png_over_mcp_and_a_dicom_over_rest_are_read(served: str, images: dict
     assert fracture["image"]["media_type"] == "application/dicom"
     assert (fracture["image"]["width"], fracture["image"]["height"]) == (48, 64)
     assert fracture["threshold"] == 0.5  # the default where the config set only rop's
+    png = _rest(served, "radiologist", {"task": "bone_age", "image_base64": _b64(images["hand"])})
+    assert png.status_code == 200 and png.json()["image"]["media_type"] == "image/png"
 
 
 @pytest.mark.parametrize(
