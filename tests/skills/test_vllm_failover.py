@@ -5,22 +5,15 @@ fail over to the local backend with no failed call, and each result says which b
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.conftest import serve_openai, write_server_config
+from tests.conftest import free_port, serve_openai, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_killing_the_openai_server_fails_over_without_a_failed_call(
@@ -80,7 +73,7 @@ def test_vllm_backend_refuses_a_server_that_does_not_serve_the_release(tmp_path:
     from skills.backends.vllm import VLLMBackend
 
     async def scenario() -> None:
-        backend = VLLMBackend(f"http://127.0.0.1:{_free_port()}", served_model="release-x", timeout_s=2)
+        backend = VLLMBackend(f"http://127.0.0.1:{free_port()}", served_model="release-x", timeout_s=2)
         with pytest.raises(BackendUnavailable, match="not ready"):
             await backend.check_ready()
         await backend.close()
