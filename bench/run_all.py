@@ -33,7 +33,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
         "load": (["bench/load.py"], []),
         "embed_batching": (["bench/embed_batching.py"], []),
         "generate_batching": (["bench/generate_batching.py"], []),
-        "model_load": (["bench/model_load.py"], []),
+        "model_load": (["bench/model_load.py", "--repeats", "2"], []),
         "train_overhead": (["bench/train_overhead.py"], []),
         "base_verify": (["bench/base_verify.py"], []),
         "bias_audit": (["bench/bias_audit.py"], []),

@@ -69,7 +69,7 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
     results = json.loads((tmp_path / "results.json").read_text())
     model_load = results["benches"]["model_load"]
     assert any(f.startswith("p50=") for f in model_load["figures"]) and "error" not in model_load
-    assert model_load["command"] == ".venv/bin/python bench/model_load.py --quick"
+    assert model_load["command"] == ".venv/bin/python bench/model_load.py --repeats 2 --quick"
     assert results["benches"]["edge"]["skipped"].startswith("needs ")
     assert results["machine"]["cpus"] and results["versions"]["torch"]
     table = (tmp_path / "benchmarks.md").read_text()

@@ -41,9 +41,14 @@ class EmbedBatcher:
     window by default, so a lone call pays no wait; `window_ms` > 0 waits that long for company first)."""
 
     def __init__(self, encode: Any, window_ms: float = 0.0, max_texts: int = 128) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._encode = encode
         self._window = window_ms / 1000
         self._max = max_texts
+        # its own thread: generations waiting for the model hold the event loop's shared worker threads, and an
+        # embedding queued behind them waited a minute under load (bench/load.py, 200 clients)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._pending: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -67,7 +72,7 @@ class EmbedBatcher:
             return
         flat = [text for texts, _ in batch for text in texts]
         try:
-            vectors = await asyncio.to_thread(self._encode, flat)
+            vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, flat)
         except Exception as exc:  # every waiter of the batch gets the failure
             for _, future in batch:
                 if not future.done():

@@ -52,3 +52,26 @@ def test_concurrent_generation_is_batched_and_gives_the_same_text(merged_tiny: P
     assert joint[0] == alone[0] and joint[1] == alone[1] and joint[3] == alone[3]
     # a shorter limit in a batch with longer ones: its own text, cut at its own limit
     assert joint[2] == asyncio.run(local.generate(_messages(QUESTIONS[2]), 5))
+
+
+def test_embeddings_do_not_wait_for_the_shared_worker_threads() -> None:
+    """Generations waiting for the model hold the event loop's shared worker threads; an embedding must not queue
+    behind them (under 200 clients it waited a minute). Here 40 one-second jobs hold every shared worker for
+    several seconds and an embedding still answers at once, on the embedder's own thread (it waited 29.8 s with
+    5-second jobs before it had one)."""
+    import time
+
+    async def scenario() -> float:
+        backend = LocalBackend(reasoner=None, embedder="embedded:all-minilm-l6-v2")
+        await asyncio.to_thread(backend.load)
+        await backend.embed(["warm"])
+        blockers = [asyncio.create_task(asyncio.to_thread(time.sleep, 1)) for _ in range(40)]
+        await asyncio.sleep(0.2)  # every shared worker is now asleep
+        started = time.monotonic()
+        await backend.embed(["Caregiver reports the child walks without holding on."])
+        took = time.monotonic() - started
+        await asyncio.gather(*blockers)
+        return took
+
+    took = asyncio.run(scenario())
+    assert took < 1.0, f"the embedding waited {took:.1f} s for a shared worker thread"
