@@ -154,6 +154,15 @@ def dicom_pixels(dataset: Any) -> Any:
     return (scaled * 255).round().astype("uint8")
 
 
+def rgb_image(pixels: Any) -> Any:
+    """8-bit DICOM pixels (dicom_pixels) as the RGB image the model reads: one frame, one channel."""
+    from PIL import Image
+
+    if pixels.ndim != 2:
+        pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else pixels[0]
+    return Image.fromarray(pixels).convert("RGB")
+
+
 def _load_image(row: Row, dicom_out: Path | None, salt: str, policy: DeidPolicy) -> tuple[Any, str]:
     """The 8-bit image and where it came from; DICOMs are de-identified (hai_tools.deid: refused with the
     reason when burned-in text is flagged or suspected) and a de-identified copy is kept under dicom_out."""
@@ -173,11 +182,9 @@ def _load_image(row: Row, dicom_out: Path | None, salt: str, policy: DeidPolicy)
             deidentify(dataset, row.pseudonym, salt, policy)
         except DeidRefused as exc:
             raise ValueError(str(exc)) from None
-        if pixels.ndim != 2:
-            pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else pixels[0]
         if dicom_out is not None:
             dataset.save_as(dicom_out / f"row{row.number:06d}.dcm")
-        return Image.fromarray(pixels).convert("RGB"), "dicom"
+        return rgb_image(pixels), "dicom"
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"unsupported image type '{suffix}' (PNG, JPEG or DICOM)")
     try:

@@ -94,11 +94,10 @@ def _raster(data: bytes, media_type: str, max_pixels: int) -> DecodedImage:
 
 def _dicom(data: bytes, max_pixels: int, deid_policy: Any) -> DecodedImage:
     import pydicom
-    from PIL import Image
     from pydicom.errors import InvalidDicomError
 
     from hai_tools.deid import DeidPolicy, DeidRefused, deidentify
-    from hai_tools.radiology import dicom_pixels
+    from hai_tools.radiology import dicom_pixels, rgb_image
 
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
@@ -116,9 +115,7 @@ def _dicom(data: bytes, max_pixels: int, deid_policy: Any) -> DecodedImage:
         pixels = dicom_pixels(dataset)
     except (AttributeError, ValueError, KeyError, OSError, EOFError) as exc:
         raise ImageRejected(f"unreadable DICOM pixel data: {type(exc).__name__}") from None
-    if pixels.ndim != 2:
-        pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] in (3, 4) else pixels[0]
-    image = Image.fromarray(pixels).convert("RGB")
+    image = rgb_image(pixels)
     return DecodedImage(
         image, "application/dicom", columns, rows, hashlib.sha256(image.tobytes()).hexdigest()
     )
