@@ -24,7 +24,7 @@ AGENTS_STAMP := $(AGENTS_VENV)/.installed-$(shell cat requirements/lock-agents-c
 TS_SOURCES := $(shell ls clients/typescript/package-lock.json clients/typescript/tsconfig.json clients/typescript/src/*.ts clients/typescript/test/*.ts* 2>/dev/null)
 NODE_STAMP := clients/typescript/node_modules/.installed-$(shell cat tests/node/package-lock.json $(TS_SOURCES) | sha256sum | cut -c1-16)
 
-.PHONY: install tflite-env agents-env node-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
+.PHONY: install tflite-env agents-env node-env browser-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
 
 install: $(STAMP)
 
@@ -60,6 +60,12 @@ $(NODE_STAMP):
 	@rm -f clients/typescript/node_modules/.installed-*
 	@touch $@
 
+# Debian's chromium for the review page's browser tests (Playwright drives it; no browser is downloaded).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser-env:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -69,10 +75,10 @@ lint: install
 # Both print the ten slowest tests at the end.
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
 
-test: lint tflite-env agents-env node-env
+test: lint tflite-env agents-env node-env browser-env
 	$(PYTEST)
 
-test-full: lint tflite-env agents-env node-env
+test-full: lint tflite-env agents-env node-env browser-env
 	$(PYTEST) --full
 
 # The demo build, one definition: `make demo` and the model-build workflow (.github/workflows) run these

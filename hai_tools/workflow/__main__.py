@@ -16,6 +16,7 @@
     python -m hai_tools.workflow verify-history history.jsonl --reviewers reviewers.yaml \
         --admin_public_key admin.pub --service_public_key review.pub  # anywhere, from those files alone
     python -m hai_tools.workflow erase THREAD                    # forget one case's patient data
+    python -m hai_tools.workflow serve [--host H --port P]      # the review web page (web: in the config)
 
 Config: --config FILE (or $HAI_WORKFLOW_CONFIG), see configs/workflow.yaml. Patient data (a case, a clinician's
 text or reason) is read from files or stdin, never from argv; passphrases come from the environment.
@@ -112,6 +113,9 @@ def _main(argv: list[str]) -> int:
             decide.add_argument("--text_file", required=True, help="the clinician's text, from a file or -")
         if name == "reject":
             decide.add_argument("--reason_file", required=True, help="why, from a file or -")
+    serve = sub.add_parser("serve", help="the clinician review web page (see web: in the workflow config)")
+    serve.add_argument("--host", help="listen address (default web.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default web.port, 8770)")
     verify = sub.add_parser("verify", help="walk the review chain (and the stored cases)")
     verify.add_argument("--expect_head", help="SEQ:HASH printed by an earlier run: detects a cut tail")
     export = sub.add_parser("export-history", help="the review chain as JSON lines (no patient data)")
@@ -171,6 +175,8 @@ def _main(argv: list[str]) -> int:
             state = "active" if entry.active else f"inactive since {entry.deactivated_at}"
             print(f"{entry.id}\t{entry.role}\t{entry.key_id}\t{state}")
         return 0
+    if args.action == "serve":
+        return _serve(config, args.host, args.port)
     service = ReviewService(config)
     if args.action == "start":
         try:
@@ -220,6 +226,23 @@ def _main(argv: list[str]) -> int:
             f"case {record['case_id']}: {record['decision']} by {record['reviewer_id']} at {record['decided_at']}; "
             + (f"released: {released}" if released is not None else "nothing released")
         )
+    return 0
+
+
+def _serve(config: Any, host: str | None, port: int | None) -> int:
+    import logging
+
+    import uvicorn
+
+    from hai_tools.workflow.service import ReviewService
+    from hai_tools.workflow.web import create_app
+
+    service = ReviewService(config)
+    service.reviewers.entries()  # a registry that does not verify stops the start, not the first login
+    host, port = host or config.web.host, port or config.web.port
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"review web page on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
     return 0
 
 

@@ -255,6 +255,7 @@ def build_graph(
             "proposal": {
                 "answer_text": text,
                 "label": label,
+                "rationale": result.get("rationale"),
                 "abstained": bool(result.get("abstained")),
                 "abstain_reason": result.get("abstain_reason"),
                 "requires_clinician_review": result.get("requires_clinician_review"),

@@ -38,6 +38,24 @@ class CaseNotFound(HaiError):
     """No such case, or it is not waiting for review."""
 
 
+class ReviewWebConfig(BaseModel):
+    """`web:` of the workflow config: the review web page (`python -m hai_tools.workflow serve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="listen address (put TLS in front for anything but loopback)")
+    port: int = Field(8770, ge=1, le=65535)
+    keys_dir: str | None = Field(
+        None,
+        description="reviewers' passphrase-wrapped keys held by the server for signing without JavaScript "
+        "(ID.key; default $HAI_HOME/workflow/reviewer-keys)",
+    )
+    session_idle_minutes: int = Field(30, ge=1, le=24 * 60)
+    max_failed_logins: int = Field(5, ge=1, le=100, description="failures within lockout_minutes that lock")
+    lockout_minutes: int = Field(15, ge=1, le=24 * 60)
+    secure_cookies: bool = Field(False, description="mark the session cookie Secure (serving behind HTTPS)")
+
+
 class WorkflowConfig(BaseModel):
     """`configs/workflow.yaml`; paths default under `$HAI_HOME/workflow/`."""
 
@@ -67,6 +85,7 @@ class WorkflowConfig(BaseModel):
     )
     top_k: int = Field(2, ge=1, le=8)
     max_new_tokens: int = Field(128, ge=1, le=512)
+    web: ReviewWebConfig = Field(default_factory=ReviewWebConfig)
 
     def path(self, value: str | None, default: str) -> Path:
         return Path(value).expanduser() if value else hai_home() / "workflow" / default
@@ -211,6 +230,17 @@ class ReviewService:
 
     def pending(self) -> list[dict[str, str]]:
         return self.store.cases("pending_review")
+
+    async def pending_payloads(self) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """Every case waiting for review with its review payload (one checkpointer session for all)."""
+        out = []
+        async with self.graph() as graph:
+            for row in self.pending():
+                try:
+                    out.append((row, await self._pending(graph, row["thread_id"])))
+                except CaseNotFound:  # decided between the listing and the read
+                    continue
+        return out
 
     async def prepare(self, thread_id: str, decision: dict[str, Any]) -> DecisionStatement:
         """The statement a reviewer signs for `decision` on this pending case: the reviewer must be registered
