@@ -19,12 +19,15 @@ TFLITE_STAMP := $(TFLITE_VENV)/.installed-$(shell cat requirements/lock-tflite-c
 # The agent side (langchain-mcp-adapters needs mcp<2) and the client-only install (clients/python): its own venv.
 AGENTS_VENV ?= .venv-agents
 AGENTS_STAMP := $(AGENTS_VENV)/.installed-$(shell cat requirements/lock-agents-client.txt clients/python/pyproject.toml | sha256sum | cut -c1-16)
+# The MLflow tracking server the tests start (full mlflow pins pyarrow<26; the main venv has mlflow-skinny): its own venv.
+MLFLOW_VENV ?= .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-$(shell cat requirements/lock-mlflow-server.txt | sha256sum | cut -c1-16)
 # Node: MCP clients from npm the tests drive (the MCP Inspector CLI, tests/node) and the TypeScript client and
 # React hook (clients/typescript), installed from their lock files and built with tsc; rebuilt when a source changes.
 TS_SOURCES := $(shell ls clients/typescript/package-lock.json clients/typescript/tsconfig.json clients/typescript/src/*.ts clients/typescript/test/*.ts* 2>/dev/null)
 NODE_STAMP := clients/typescript/node_modules/.installed-$(shell cat tests/node/package-lock.json $(TS_SOURCES) | sha256sum | cut -c1-16)
 
-.PHONY: install tflite-env agents-env node-env browser-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
+.PHONY: install tflite-env agents-env node-env browser-env mlflow-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
 
 install: $(STAMP)
 
@@ -52,6 +55,14 @@ $(AGENTS_STAMP):
 	@rm -f $(AGENTS_VENV)/.installed-*
 	@touch $@
 
+mlflow-env: $(MLFLOW_STAMP)
+
+$(MLFLOW_STAMP):
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/lock-mlflow-server.txt
+	@rm -f $(MLFLOW_VENV)/.installed-*
+	@touch $@
+
 node-env: $(NODE_STAMP)
 
 $(NODE_STAMP):
@@ -75,10 +86,10 @@ lint: install
 # Both print the ten slowest tests at the end.
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
 
-test: lint tflite-env agents-env node-env browser-env
+test: lint tflite-env agents-env node-env browser-env mlflow-env
 	$(PYTEST)
 
-test-full: lint tflite-env agents-env node-env browser-env
+test-full: lint tflite-env agents-env node-env browser-env mlflow-env
 	$(PYTEST) --full
 
 # The demo build, one definition: `make demo` and the model-build workflow (.github/workflows) run these

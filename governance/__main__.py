@@ -4,6 +4,7 @@
     python -m governance release out/merged/screening-lora --report out/evals/screening-lora \
         --policy configs/gate_lenient.yaml --key keys/release.key --output_dir out/releases/screening-lora
     python -m governance verify out/releases/screening-lora --public_key keys/release.pub
+    (release ... --mlflow: also registered in the MLflow Model Registry, see governance/mlflow_registry.py)
     python -m governance lineage out/releases/screening-lora      # Mermaid graph of the verified chain
     python -m governance audit-verify $HAI_HOME/audit/audit.jsonl # the audit log's chain (key: $HAI_AUDIT_KEY)
     python -m governance card out/merged/screening-lora --report out/evals/screening-lora \
@@ -51,6 +52,11 @@ def _main(argv: list[str]) -> int:
         action="append",
         default=[],
         help="an edge/runtime export to release with it (repeatable)",
+    )
+    release.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also register it in the MLflow Model Registry ($MLFLOW_TRACKING_URI, else $HAI_HOME/mlflow)",
     )
     card = sub.add_parser(
         "card", help="render the model card of a merged model from its manifests and report"
@@ -104,6 +110,14 @@ def _main(argv: list[str]) -> int:
             args.guard,
         )
         print(f"release: {out}")
+        if args.mlflow:
+            from governance.mlflow_registry import register_release
+
+            registered = register_release(out)
+            print(
+                f"registered in MLflow: model {registered['name']} version {registered['version']} "
+                f"(run {registered['run_id']})"
+            )
     elif args.action == "card":
         from evals.gate import apply_gate, load_policy
         from evals.report import EvalReport

@@ -65,8 +65,11 @@ def _attach_log_file(path: Path) -> logging.Handler:
     return handler
 
 
-def _prepare_run_dir(config: TrainConfig, run_dir: Path, fingerprint: dict[str, str]) -> str | None:
-    """Return the checkpoint to resume from (with --resume), after checking it belongs to this run."""
+def _prepare_run_dir(
+    config: TrainConfig, run_dir: Path, fingerprint: dict[str, str], main_process: bool = True
+) -> str | None:
+    """Return the checkpoint to resume from (with --resume), after checking it belongs to this run. Only the
+    main process clears or writes the run folder; the others (distributed training) only read it, after it."""
     state_path = run_dir / "run.json"
     # A checkpoint is complete once its trainer_state.json exists (the trainer writes it last); a run
     # killed while saving leaves an incomplete one, which resume skips.
@@ -85,6 +88,8 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, fingerprint: dict[str, 
             )
         log.info("resuming from %s", checkpoints[-1].name)
         return str(checkpoints[-1])
+    if not main_process:
+        return None
     if run_dir.exists():
         if checkpoints:
             log.warning(
@@ -172,10 +177,9 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
     if not servable_unmerged(findings):
         log.warning("this adapter must be merged (python -m export merge) before vLLM can serve it")
     if "mlflow" in config.report_to:
-        import importlib.util
+        from trainer.tracking import configure_mlflow
 
-        if importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("report_to: mlflow needs the mlflow package (pip install mlflow)")
+        configure_mlflow(config.adapter_name)
 
     store = store or open_registry()
     record, splits = load_registered(store, config.dataset)
@@ -184,16 +188,32 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
     base = resolve_base_model(config.base_model_id)
     check_architecture(Path(base.path))
 
+    from accelerate import PartialState
+
+    # one process, or one of `accelerate launch`'s (DDP, FSDP, DeepSpeed); without GPUs, DDP over gloo on CPU
+    state = PartialState(cpu=not _has_cuda())
+    main_process = state.is_main_process
     run_dir = run_dir_for(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_log_file(run_dir / "train.log")
+    handler = _attach_log_file(
+        run_dir / ("train.log" if main_process else f"train.rank{state.process_index}.log")
+    )
     try:
         fingerprint = {
             "config": config.fingerprint(),
             "dataset": record.content_hash,
             "base_model": base.identity,
         }
-        resume_from = _prepare_run_dir(config, run_dir, fingerprint)
+        if config.dp and state.num_processes > 1:
+            raise ConfigError(
+                "--dp trains in one process (Opacus' accountant): run it without accelerate launch"
+            )
+        with state.main_process_first():  # the main process prepares the run folder; the others then read it
+            resume_from = _prepare_run_dir(config, run_dir, fingerprint, main_process)
+        if state.num_processes > 1:
+            log.info(
+                "process %d of %d (%s)", state.process_index + 1, state.num_processes, state.distributed_type
+            )
         log.info("run %s: %s on %s, dataset %s", run_dir.name, config.method, base.id, record.ref)
 
         train_data = _sft_split(splits["train"], config.max_train_samples, "train")
@@ -297,6 +317,16 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
         log.info("metrics: %s", json.dumps(metrics))
 
         output_dir = Path(config.output_dir)
+        if not main_process:  # the main process alone writes the adapter, its manifest and card
+            state.wait_for_everyone()
+            return output_dir.resolve()
+        distributed = {
+            "processes": state.num_processes,
+            "type": str(state.distributed_type),
+            "global_batch": config.per_device_train_batch_size
+            * config.gradient_accumulation_steps
+            * state.num_processes,
+        }
         with atomic_folder(output_dir) as tmp:
             tuned.save_pretrained(tmp)
             _portable_adapter_config(tmp, base)
@@ -307,12 +337,26 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             write_manifest(
                 tmp,
                 _adapter_manifest(
-                    config, base, record, metrics, findings, train_seconds, resume_from, run_dir, privacy
+                    config,
+                    base,
+                    record,
+                    metrics,
+                    findings,
+                    train_seconds,
+                    resume_from,
+                    run_dir,
+                    privacy,
+                    distributed,
                 ),
             )
         manifest_path = output_dir / "manifest.json"
         _register_adapter(store, config, manifest_path)
         log.info("adapter written to %s", output_dir.resolve())
+        if "mlflow" in config.report_to:
+            from trainer.tracking import log_adapter
+
+            log_adapter(manifest_path)
+        state.wait_for_everyone()
         return output_dir.resolve()
     finally:
         for name in ("trainer", "hai_tools", "transformers.trainer"):
@@ -357,6 +401,7 @@ def _adapter_manifest(
     resume_from: str | None,
     run_dir: Path,
     privacy: dict[str, Any] | None = None,
+    distributed: dict[str, Any] | None = None,
 ) -> Manifest:
     return Manifest(
         kind="adapter",
@@ -381,6 +426,7 @@ def _adapter_manifest(
             "run_dir": str(run_dir),
             "clinician_review_required": True,
             "differential_privacy": privacy,
+            "distributed": distributed,
         },
     )
 
