@@ -27,7 +27,7 @@ MLFLOW_STAMP := $(MLFLOW_VENV)/.installed-$(shell cat requirements/lock-mlflow-s
 TS_SOURCES := $(shell ls clients/typescript/package-lock.json clients/typescript/tsconfig.json clients/typescript/src/*.ts clients/typescript/test/*.ts* 2>/dev/null)
 NODE_STAMP := clients/typescript/node_modules/.installed-$(shell cat tests/node/package-lock.json $(TS_SOURCES) | sha256sum | cut -c1-16)
 
-.PHONY: install tflite-env agents-env node-env browser-env mlflow-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
+.PHONY: install tflite-env agents-env node-env browser-env mlflow-env postgres-env lint test test-full demo demo-data demo-train demo-export demo-eval demo-release bench clean
 
 install: $(STAMP)
 
@@ -77,6 +77,11 @@ browser-env:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's PostgreSQL binaries: the tests start a server of their own from them (replicas sharing one database).
+postgres-env:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -86,10 +91,10 @@ lint: install
 # Both print the ten slowest tests at the end.
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
 
-test: lint tflite-env agents-env node-env browser-env mlflow-env
+test: lint tflite-env agents-env node-env browser-env mlflow-env postgres-env
 	$(PYTEST)
 
-test-full: lint tflite-env agents-env node-env browser-env mlflow-env
+test-full: lint tflite-env agents-env node-env browser-env mlflow-env postgres-env
 	$(PYTEST) --full
 
 # The demo build, one definition: `make demo` and the model-build workflow (.github/workflows) run these

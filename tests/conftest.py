@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -549,3 +550,57 @@ def spawn_http_server(
             stderr=handle,
         )
     return proc, f"http://127.0.0.1:{port}", log
+
+
+def _postgres_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    assert found, (
+        "PostgreSQL is not installed: `make test` installs Debian's postgresql (apt-get install postgresql)"
+    )
+    return found[-1].parent
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server (Debian's binaries) on a free loopback port, in a fresh cluster of its own, run
+    as the `postgres` user when the tests run as root (PostgreSQL refuses root); yields the DSN of its server
+    (append a database name with `new_database`). Stopped and deleted at the end of the session."""
+    import shutil
+    import tempfile
+
+    bindir = _postgres_bin()
+    base = Path(tempfile.mkdtemp(prefix="hai-pg-"))  # not under pytest's root-only tmp folder
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(base, "postgres", "postgres")
+    data, log = base / "data", base / "server.log"
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "hai", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off"
+    started = subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"],
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"postgresql://hai@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def new_database(server: str, name: str) -> str:
+    """A new empty database on the `postgres` server; its DSN."""
+    import psycopg
+
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{server}/{name}"

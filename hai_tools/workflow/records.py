@@ -1,6 +1,7 @@
 """The record store (SQLite): the case index, each case's data encrypted at rest, and the review chain.
 
 - `cases`: thread id, status, times; no case id and no patient text in the clear.
+- The database is a SQLite file, or PostgreSQL when several server replicas share the store (record_db.py).
 - `case_keys` / `case_data`: each case's data (its case id, the final record with the clinician's and the model's
   text, its salt) encrypted with the case's own AES-256-GCM key, itself wrapped by the data key. `erase` deletes
   the case's key and data and vacuums the file: the text is gone even from copies that kept the ciphertext.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from hai_tools.at_rest import DecryptionFailed, decrypt, encrypt
 from hai_tools.errors import HaiError
 from hai_tools.keys import SignatureInvalid, key_id, sign, verify
 from hai_tools.manifest import canonical_json
+from hai_tools.workflow.record_db import open_record_db
 from hai_tools.workflow.review import (
     DecisionStatement,
     ReviewRefused,
@@ -59,21 +60,24 @@ def _signed_part(entry: dict[str, Any]) -> bytes:
 
 
 class RecordStore:
-    def __init__(self, path: Path, data_key: bytes) -> None:
-        self.path = path
+    """`location`: a SQLite file, or a postgresql:// DSN (replicas sharing one store; hai_tools.workflow.record_db)."""
+
+    def __init__(self, location: Path | str, data_key: bytes) -> None:
+        self.db = open_record_db(location)
+        self.path = location
         self._key = data_key
-        path.parent.mkdir(parents=True, exist_ok=True)
+        blob, serial = self.db.blob, self.db.serial_column
         with self._db() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS cases (thread_id TEXT PRIMARY KEY, status TEXT NOT NULL, "
-                "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)"
+                f"created_at TEXT NOT NULL, updated_at TEXT NOT NULL{serial})"
             )
             db.execute(
-                "CREATE TABLE IF NOT EXISTS case_keys (thread_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS case_keys (thread_id TEXT PRIMARY KEY, wrapped {blob} NOT NULL)"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS case_data (thread_id TEXT NOT NULL, name TEXT NOT NULL, "
-                "blob BLOB NOT NULL, PRIMARY KEY (thread_id, name))"
+                f"blob {blob} NOT NULL, PRIMARY KEY (thread_id, name))"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS submitters (thread_id TEXT PRIMARY KEY, caller_id TEXT NOT NULL, "
@@ -84,15 +88,12 @@ class RecordStore:
                 "entry TEXT NOT NULL, hash TEXT NOT NULL)"
             )
 
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA secure_delete=ON")
-        return _Transaction(db)  # type: ignore[return-value]
+    def _db(self) -> Any:
+        return self.db.connect()
 
     # --- per-case encrypted data -------------------------------------------------------------------------
 
-    def _case_key(self, db: sqlite3.Connection, thread_id: str, create: bool) -> bytes | None:
+    def _case_key(self, db: Any, thread_id: str, create: bool) -> bytes | None:
         row = db.execute("SELECT wrapped FROM case_keys WHERE thread_id = ?", (thread_id,)).fetchone()
         if row is not None:
             return decrypt(self._key, row[0], f"key:{thread_id}".encode(), f"the key of case {thread_id}")
@@ -100,18 +101,22 @@ class RecordStore:
             return None
         key = os.urandom(32)
         db.execute(
-            "INSERT INTO case_keys VALUES (?, ?)",
+            "INSERT INTO case_keys (thread_id, wrapped) VALUES (?, ?)",
             (thread_id, encrypt(self._key, key, f"key:{thread_id}".encode())),
         )
         return key
 
-    def _put(self, db: sqlite3.Connection, thread_id: str, name: str, value: Any) -> None:
+    def _put(self, db: Any, thread_id: str, name: str, value: Any) -> None:
         key = self._case_key(db, thread_id, create=True)
         assert key is not None
         blob = encrypt(key, canonical_json(value), f"{thread_id}:{name}".encode())
-        db.execute("INSERT OR REPLACE INTO case_data VALUES (?, ?, ?)", (thread_id, name, blob))
+        db.execute(
+            "INSERT INTO case_data (thread_id, name, blob) VALUES (?, ?, ?) "
+            "ON CONFLICT (thread_id, name) DO UPDATE SET blob = excluded.blob",
+            (thread_id, name, blob),
+        )
 
-    def _get(self, db: sqlite3.Connection, thread_id: str, name: str) -> Any | None:
+    def _get(self, db: Any, thread_id: str, name: str) -> Any | None:
         key = self._case_key(db, thread_id, create=False)
         row = db.execute(
             "SELECT blob FROM case_data WHERE thread_id = ? AND name = ?", (thread_id, name)
@@ -143,7 +148,8 @@ class RecordStore:
     def set_status(self, thread_id: str, status: str) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT INTO cases VALUES (?, ?, ?, ?) ON CONFLICT(thread_id) DO UPDATE SET "
+                "INSERT INTO cases (thread_id, status, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (thread_id) DO UPDATE SET "
                 "status=excluded.status, updated_at=excluded.updated_at",
                 (thread_id, status, now(), now()),
             )
@@ -151,7 +157,10 @@ class RecordStore:
     def set_submitter(self, thread_id: str, caller_id: str, role: str) -> None:
         """Who submitted a case through the server (its caller id and role, never a token)."""
         with self._db() as db:
-            db.execute("INSERT INTO submitters VALUES (?, ?, ?)", (thread_id, caller_id, role))
+            db.execute(
+                "INSERT INTO submitters (thread_id, caller_id, role) VALUES (?, ?, ?)",
+                (thread_id, caller_id, role),
+            )
 
     def submitter(self, thread_id: str) -> dict[str, str] | None:
         with self._db() as db:
@@ -172,7 +181,7 @@ class RecordStore:
             rows = db.execute(
                 "SELECT thread_id, status, created_at, updated_at FROM cases "
                 + ("WHERE status = ? " if status else "")
-                + "ORDER BY created_at, rowid",
+                + f"ORDER BY created_at, {self.db.insertion_order}",
                 (status,) if status else (),
             ).fetchall()
             out = []
@@ -203,7 +212,7 @@ class RecordStore:
         the same case with the same record is a no-op, with another record it is refused."""
         digest = keyed_digest(salt, record)
         with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
+            self.db.write_lock(db)
             existing = db.execute("SELECT entry FROM chain WHERE thread_id = ?", (thread_id,)).fetchone()
             if existing is not None:
                 if json.loads(existing[0])["record_digest"] != digest:
@@ -225,7 +234,7 @@ class RecordStore:
             entry["service_signature"] = sign(key, _signed_part(entry))
             entry["hash"] = entry_hash(entry)
             db.execute(
-                "INSERT INTO chain VALUES (?, ?, ?, ?)",
+                "INSERT INTO chain (seq, thread_id, entry, hash) VALUES (?, ?, ?, ?)",
                 (entry["seq"], thread_id, json.dumps(entry, sort_keys=True), entry["hash"]),
             )
             self._put(db, thread_id, "record", {"record": record, "salt": salt})
@@ -263,32 +272,13 @@ class RecordStore:
         """Forget a case's patient data: its key and data rows go (crypto-shredding), its index row says
         `erased`, the file is vacuumed. Its chain entry stays: it holds digests only, and still verifies."""
         with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
+            self.db.write_lock(db)
             db.execute("DELETE FROM case_data WHERE thread_id = ?", (thread_id,))
             db.execute("DELETE FROM case_keys WHERE thread_id = ?", (thread_id,))
             db.execute(
                 "UPDATE cases SET status = 'erased', updated_at = ? WHERE thread_id = ?", (now(), thread_id)
             )
-        with self._db() as db:
-            db.execute("VACUUM")
-
-
-class _Transaction:
-    """sqlite3 in autocommit mode with `BEGIN IMMEDIATE` where a writer must see the latest chain head; commits
-    (or rolls back) on exit and closes."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self._db
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        try:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK" if kind else "COMMIT")
-        finally:
-            self._db.close()
+        self.db.purge()
 
 
 def verify_review_chain(

@@ -21,6 +21,7 @@ from hai_tools.errors import ConfigError, HaiError
 from hai_tools.keys import load_or_create_private, secret, sign
 from hai_tools.settings import hai_home
 from hai_tools.workflow.graph import build_graph, load_corpus, validate_case
+from hai_tools.workflow.record_db import is_postgres
 from hai_tools.workflow.records import RecordStore, verify_review_chain
 from hai_tools.workflow.review import (
     DecisionInput,
@@ -66,7 +67,11 @@ class WorkflowConfig(BaseModel):
         "sqlite",
         description="'sqlite' ($HAI_HOME/workflow/checkpoints.sqlite), a sqlite file path, or postgresql://...",
     )
-    records: str | None = Field(None, description="SQLite file of final records and the case index")
+    records: str | None = Field(
+        None,
+        description="final records and the case index: a SQLite file ($HAI_HOME/workflow/records.sqlite), or "
+        "postgresql://... shared by server replicas",
+    )
     reviewers: str | None = Field(None, description="YAML registry of reviewers' public keys (admin-signed)")
     admin_public_key: str | None = Field(
         None,
@@ -117,10 +122,6 @@ async def open_checkpointer(spec: str, default: Path, data_key: bytes | None = N
         yield saver
 
 
-def is_postgres(spec: str) -> bool:
-    return spec.startswith(("postgres://", "postgresql://"))
-
-
 def sqlite_checkpoint_path(spec: str, default: Path) -> Path:
     """The SQLite file a checkpointer spec names: 'sqlite' (the default file), a path, or sqlite:///path."""
     return default if spec == "sqlite" else Path(spec.removeprefix("sqlite:///")).expanduser()
@@ -158,7 +159,11 @@ class ReviewService:
         self.data_key = secret(
             "HAI_DATA_KEY", config.data_key_file, config.path(None, "data.key"), "data-at-rest"
         )
-        self.store = RecordStore(config.path(config.records, "records.sqlite"), self.data_key)
+        records = config.records
+        self.store = RecordStore(
+            records if records and is_postgres(records) else config.path(records, "records.sqlite"),
+            self.data_key,
+        )
         self.reviewers = ReviewerRegistry(
             config.path(config.reviewers, "reviewers.yaml"),
             config.path(config.admin_public_key, "admin.pub"),

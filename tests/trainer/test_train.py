@@ -193,7 +193,7 @@ def test_qlora_trains_a_4bit_base(tiny_model_dir: Path, demo_dataset: str, tmp_p
     [
         (["--dataset", "nope@1"], "nope@1 is not registered"),
         (["--base_model_id", "/no/such/model"], "does not exist"),
-        (["--report_to", "mlflow"], "needs the mlflow package"),
+        (["--report_to", "mlflow"], "MLflow tracking at http://127.0.0.1:9 is not usable"),
         (["--lora_r", "0"], "lora_r"),
     ],
 )
@@ -204,7 +204,10 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     error: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     out = tmp_path / "never"
     code = main(["--base_model_id", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "1", *args])
     err = capsys.readouterr().err
