@@ -85,6 +85,11 @@ class GatePolicy(_Strict):
     subgroup_gaps: dict[str, GapBound] = Field(default_factory=dict)
     max_equalized_odds_difference: float | None = None
     red_team: RedTeamPolicy | None = Field(None, description="safety evidence from the model itself")
+    test_set_sensitive: bool = Field(
+        True,
+        description="a release withholds the eval report's per-record predictions (membership of real patients "
+        "in the test set, and their predicted labels); false only for a test set that is not sensitive",
+    )
     llm_eval: LlmEvalPolicy | None = None
 
 

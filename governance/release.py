@@ -11,6 +11,7 @@ the signature against a trusted public key, then every hash down the chain.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -29,6 +30,7 @@ from hai_tools.manifest import (
     ArtifactInput,
     Manifest,
     atomic_folder,
+    canonical_json,
     code_version,
     content_hash,
     dump_json,
@@ -94,6 +96,23 @@ def _copy_model(source: Path, target: Path) -> None:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*", "__pycache__"))
 
 
+def _bundle_report(source: Path, target: Path, test_set_sensitive: bool) -> None:
+    """The eval report a release carries: without its per-record predictions when the policy says the test set
+    is sensitive (their count and hash stay, so the report's manifest still names what was withheld)."""
+    if not test_set_sensitive:
+        shutil.copy(source, target)
+        return
+    report = json.loads(source.read_text())
+    predictions = report.get("predictions") or []
+    report["predictions"] = []
+    report["predictions_withheld"] = {
+        "count": len(predictions),
+        "sha256": hashlib.sha256(canonical_json(predictions)).hexdigest(),
+        "reason": "the release policy marks the test set sensitive (test_set_sensitive: true)",
+    }
+    target.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def create_release(
     merged_dir: Path,
     report_dir: Path,
@@ -122,7 +141,8 @@ def create_release(
     if report_manifest.inputs[0].hash != merged.content_hash:
         raise ReleaseRefused(f"the eval report in {report_dir} is not of the merged model in {merged_dir}")
     report = EvalReport.model_validate_json((report_dir / "report.json").read_text())
-    gate = apply_gate(report, load_policy(policy_path))
+    policy = load_policy(policy_path)
+    gate = apply_gate(report, policy)
     if not gate.passed:
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
@@ -184,7 +204,7 @@ def create_release(
         (tmp / "chain").mkdir()
         for link_hash, document in sorted(chain.items()):
             (tmp / "chain" / f"{link_hash.removeprefix('sha256:')}.json").write_text(dump_json(document))
-        shutil.copy(report_dir / "report.json", tmp / "eval_report.json")
+        _bundle_report(report_dir / "report.json", tmp / "eval_report.json", policy.test_set_sensitive)
         shutil.copy(report_dir / "report.html", tmp / "eval_report.html")
         (tmp / "gate.json").write_text(gate.model_dump_json(indent=2) + "\n")
         (tmp / "lineage.json").write_text(

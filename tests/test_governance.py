@@ -208,3 +208,28 @@ def test_a_release_serves_the_guard_its_red_team_evidence_was_measured_with(
     card = (tmp_path / "ok" / "README.md").read_text()
     assert "## Safety evidence from the model (red-team suite, guard on and off)" in card
     assert "size **quick**, 15 requests" in card and "| guard_on_unsafe | 0.000" in card
+
+
+def test_a_release_withholds_per_record_predictions_unless_the_policy_says_the_test_set_is_not_sensitive(
+    merged_tiny: Path, signed: dict[str, Path], tmp_path: Path
+) -> None:
+    import hashlib
+
+    from hai_tools.manifest import canonical_json
+
+    original = json.loads((signed["report"] / "report.json").read_text())["predictions"]
+    assert len(original) == 12
+    bundled = json.loads((signed["release"] / "eval_report.json").read_text())
+    assert bundled["predictions"] == []
+    withheld = bundled["predictions_withheld"]
+    assert withheld["count"] == 12
+    assert withheld["sha256"] == hashlib.sha256(canonical_json(original)).hexdigest()
+    assert not [p for p in original if p["case_id"] in json.dumps(bundled)]  # no case id left in the bundle
+
+    policy = tmp_path / "open-policy.yaml"
+    policy.write_text((signed["base"] / "policy.yaml").read_text() + "test_set_sensitive: false\n")
+    args = ["release", str(merged_tiny), "--report", str(signed["report"]), "--policy", str(policy)]
+    key = ["--key", str(signed["base"] / "keys" / "release.key"), "--output_dir", str(tmp_path / "open")]
+    assert main([*args, *key]) == 0
+    assert json.loads((tmp_path / "open" / "eval_report.json").read_text())["predictions"] == original
+    assert main(["verify", str(tmp_path / "open"), "--public_key", str(signed["pub"])]) == 0

@@ -121,11 +121,30 @@ This adapter {serving}.
 def privacy_text(privacy: dict[str, Any] | None) -> str:
     if not privacy:
         return "Not trained with differential privacy (no DP-SGD)."
+    cross = privacy.get("cross_check") or {}
+    patient = privacy.get("patient_level")
+    if patient:
+        level = (
+            f" Patient level: at most {patient['max_records_per_patient']} records per patient"
+            f"{' (capped by the trainer)' if patient['capped'] else ''}, so (epsilon = {patient['epsilon']}, "
+            f"delta = {patient['delta']:.2e}) per patient by group privacy."
+        )
+    else:
+        level = (
+            " Patient level: not stated (the dataset registers no patient id column; a patient with several "
+            "records is protected less than one record)."
+        )
     return (
-        f"DP-SGD through Opacus: (epsilon = {privacy['epsilon']}, delta = {privacy['delta']:.2e}) at the level of one "
-        f"training record, {privacy['accountant']} accountant, per-example clipping norm {privacy['max_grad_norm']}, "
+        f"DP-SGD through Opacus, unit of privacy: {privacy.get('unit', 'one training record')}: "
+        f"(epsilon = {privacy['epsilon']}, delta = {privacy['delta']:.2e}), {privacy['accountant']} accountant"
+        + (
+            f" ({cross['accountant']} accountant: epsilon = {cross['epsilon']})"
+            if cross.get("epsilon") is not None
+            else ""
+        )
+        + f", per-example loss and clipping norm {privacy['max_grad_norm']}, "
         f"noise multiplier {privacy['noise_multiplier']}, sample rate {privacy['sample_rate']:.4f}, "
-        f"{privacy['steps']} steps, {privacy['trained_parameters']}. The guarantee covers this adapter's "
-        "training data only, not the base model's pretraining data; the noise came from a non-cryptographic RNG "
-        "(Opacus secure_mode off). See docs/dp_plan.md."
+        f"{privacy['steps']} steps, {privacy['trained_parameters']}.{level} The guarantee covers this "
+        "adapter's training data only, not the base model's pretraining data; the noise came from a "
+        "non-cryptographic RNG (Opacus secure_mode off). See docs/dp_plan.md."
     )

@@ -73,6 +73,13 @@ class TrainConfig(BaseModel):
     dp_delta: float | None = Field(None, gt=0, lt=1, description="delta; default 1/(10 N)")
     dp_max_grad_norm: float = Field(1.0, gt=0, description="per-example gradient clipping norm")
     dp_accountant: Literal["prv", "rdp", "gdp"] = Field("prv", description="Opacus privacy accountant")
+    dp_optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer the noised gradients feed")
+    dp_max_records_per_patient: int | None = Field(
+        None,
+        ge=1,
+        description="keep at most k records per patient (the registered patient id column) so the card can state "
+        "a patient-level epsilon; default: all records, k = the most any patient has",
+    )
     # run control
     smoke_test: bool = Field(False, description="a few steps on a few rows, to check the pipeline")
     resume: bool = Field(False, description="continue from the last checkpoint of this output_dir")

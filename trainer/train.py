@@ -246,8 +246,14 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             from trainer.dp import train_dp
 
             started = time.monotonic()
+            column = record.patient_id_column
+            patients = (
+                [str(v) for v in splits["train"][column][: len(train_data)]]
+                if column and column in splits["train"].column_names
+                else None
+            )
             tuned, metrics = train_dp(
-                config, get_peft_model(model, peft_config), tokenizer, train_data, eval_data
+                config, get_peft_model(model, peft_config), tokenizer, train_data, eval_data, patients
             )
             train_seconds = time.monotonic() - started
         else:
