@@ -197,6 +197,18 @@ def write_server_config(path: Path, **values: object) -> Path:
     return path
 
 
+def tiny_server_config(path: Path, merged: Path, **values: object) -> Path:
+    """The server config most tests serve: the tiny merged model as release and reasoner, the packaged MiniLM
+    embedder, the local backend; `values` add to it or override it."""
+    base: dict[str, object] = {
+        "release": str(merged),
+        "reasoner": str(merged),
+        "embedder": "embedded:all-minilm-l6-v2",
+        "backends": ["local"],
+    }
+    return write_server_config(path, **{**base, **values})
+
+
 def start_server_refused(config: Path, env: dict[str, str]) -> str:
     """Start `mcp_server.py --config` over stdio (no client) and return the last line it printed, asserting
     it refused to start with exit 2: how every start-time refusal is checked."""

@@ -26,8 +26,8 @@ from tests.conftest import (
     new_database,
     reviewer_key,
     spawn_http_server,
+    tiny_server_config,
     wait_for_http,
-    write_server_config,
     write_workflow_config,
 )
 
@@ -46,12 +46,9 @@ def replicas(
     dsn = new_database(postgres, "replicas")
     tokens = make_callers(folder / "callers.yaml", **{"bot": "pipeline", "ops": "admin"})
     workflow = write_workflow_config(folder, checkpointer=dsn, records=dsn)
-    config = write_server_config(
+    config = tiny_server_config(
         folder / "server.yaml",
-        release=str(merged_tiny),
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
         callers=str(folder / "callers.yaml"),
         workflow=str(workflow),
     )

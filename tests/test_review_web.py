@@ -32,8 +32,8 @@ from tests.conftest import (
     REVIEWER_PASSPHRASE,
     free_port,
     make_reviewer,
+    tiny_server_config,
     wait_for_http,
-    write_server_config,
     write_workflow_config,
 )
 
@@ -63,12 +63,9 @@ def web(
     merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
 ) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("review-web")
-    server = write_server_config(
+    server = tiny_server_config(
         base / "server.yaml",
-        release=str(merged_tiny),
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
     )
     port = free_port()
     config = write_workflow_config(

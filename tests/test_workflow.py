@@ -29,7 +29,7 @@ from tests.conftest import (
     REVIEWER_PASSPHRASE,
     make_reviewer,
     reviewer_key,
-    write_server_config,
+    tiny_server_config,
     write_workflow_config,
 )
 
@@ -58,12 +58,9 @@ def setup(
     merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory, server_env: dict[str, str]
 ) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("workflow")
-    server = write_server_config(
+    server = tiny_server_config(
         base / "server.yaml",
-        release=str(merged_tiny),
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
     )
     config = write_workflow_config(
         base, mcp={"transport": "stdio", "server_config": str(server)}, max_new_tokens=16

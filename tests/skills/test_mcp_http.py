@@ -26,6 +26,7 @@ from tests.conftest import (
     make_reviewer,
     reviewer_key,
     spawn_http_server,
+    tiny_server_config,
     wait_for_http,
     write_data_key,
     write_server_config,
@@ -49,12 +50,9 @@ def server_url(
             **{"ward-agent": "clinician", "discharge-bot": "pipeline", "ops": "admin"},
         )
     )
-    config = write_server_config(
+    config = tiny_server_config(
         folder / "server.yaml",
-        release=str(merged_tiny),
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
         callers=str(folder / "callers.yaml"),
         workflow=str(write_workflow_config(folder)),
     )
