@@ -301,13 +301,24 @@ def test_a_rejection_without_a_reason_is_refused_with_and_without_javascript(web
     plain.close()
 
 
-def test_deactivated_and_locked_out_reviewers_cannot_log_in(web: dict[str, Any]) -> None:
+def test_logout_and_deactivated_and_locked_out_reviewers(web: dict[str, Any]) -> None:
     from hai_tools.workflow.reviewers import ReviewerRegistry
 
     context = web["browser"].new_context(java_script_enabled=False)
     page = context.new_page()
     _passphrase_login(page, web["url"], "dr-gone")
     assert page.url == f"{web['url']}/queue"  # the same credentials work while the reviewer is active
+    session = next(c for c in context.cookies() if c["name"] == "hai_review_session")
+    page.get_by_role("button", name="Log out").click()
+    assert page.url == f"{web['url']}/login"
+    old = web["browser"].new_context(java_script_enabled=False)  # the logged-out session cookie, replayed
+    old.add_cookies([session])
+    replayed = old.new_page()
+    replayed.goto(f"{web['url']}/queue")
+    assert replayed.url == f"{web['url']}/login"
+    old.close()
+    _passphrase_login(page, web["url"], "dr-gone")
+    assert page.url == f"{web['url']}/queue"
     registry = ReviewerRegistry(web["base"] / "reviewers.yaml", web["base"] / "admin.pub")
     registry.deactivate("dr-gone", load_private(web["base"] / "admin.key"))
     page.goto(f"{web['url']}/queue")
