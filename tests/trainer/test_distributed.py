@@ -172,3 +172,15 @@ def test_shipped_accelerate_configs_load(name: str) -> None:
         assert config.fsdp_config["fsdp_version"] == 2 and config.fsdp_config["fsdp_reshard_after_forward"]
     if name == "deepspeed_zero3.yaml":
         assert config.deepspeed_config["zero_stage"] == 3
+
+
+def test_dp_refuses_a_launch_of_several_processes(
+    tiny_model_dir: Path, demo_dataset: str, tmp_path: Path
+) -> None:
+    """Opacus' accountant sees one process's batches: a DP run over 2 processes is refused before it trains."""
+    out = tmp_path / "dp-ddp"
+    proc = _launch([*_args(tiny_model_dir, out, 2), "--dp"], processes=2)
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, output[-2000:]  # accelerate's launcher exits 1 when a worker fails
+    assert "--dp trains in one process" in output
+    assert not out.exists()
