@@ -7,6 +7,7 @@ test-full` or `pytest --full`, for release builds): tests marked `full` run only
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -207,6 +208,18 @@ def tiny_server_config(path: Path, merged: Path, **values: object) -> Path:
         "backends": ["local"],
     }
     return write_server_config(path, **{**base, **values})
+
+
+@contextlib.contextmanager
+def http_server(config: Path, log: Path, env: dict[str, str], token: str) -> Iterator[str]:
+    """`mcp_server.py --http` with `config`, ready (its /ready answered to `token`); yields its URL, then stops it."""
+    proc, base, log = spawn_http_server(config, log, env)
+    try:
+        wait_for_http(f"{base}/ready", proc, log, token=token)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def start_server_refused(config: Path, env: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_callers, spawn_http_server, wait_for_http, write_server_config
+from tests.conftest import REPO, http_server, make_callers, tiny_server_config
 from tests.radiology.test_prepare import draw, write_dicom
 
 PACKAGE = REPO / "clients" / "typescript"
@@ -33,27 +33,23 @@ def server(
     burned.save_as(folder / "burned.dcm")
     from tests.conftest import write_workflow_config
 
-    config = write_server_config(
+    config = tiny_server_config(
         folder / "server.yaml",
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
+        release=None,
         callers=str(folder / "callers.yaml"),
         workflow=str(write_workflow_config(folder)),
         radiology={"model": str(tiny_vlm)},
     )
-    proc, base, log = spawn_http_server(config, folder / "server.log", server_env)
-    wait_for_http(f"{base}/ready", proc, log, token=tokens["ts-clinician"])
-    yield {
-        "HAI_URL": base,
-        "HAI_CLINICIAN_TOKEN": tokens["ts-clinician"],
-        "HAI_PIPELINE_TOKEN": tokens["ts-bot"],
-        "HAI_PNG": str(folder / "hand.png"),
-        "HAI_DICOM": str(folder / "hand.dcm"),
-        "HAI_BURNED": str(folder / "burned.dcm"),
-    }
-    proc.terminate()
-    proc.wait(timeout=30)
+    with http_server(config, folder / "server.log", server_env, tokens["ts-clinician"]) as base:
+        yield {
+            "HAI_URL": base,
+            "HAI_CLINICIAN_TOKEN": tokens["ts-clinician"],
+            "HAI_PIPELINE_TOKEN": tokens["ts-bot"],
+            "HAI_PNG": str(folder / "hand.png"),
+            "HAI_DICOM": str(folder / "hand.dcm"),
+            "HAI_BURNED": str(folder / "burned.dcm"),
+        }
 
 
 def test_the_typescript_client_and_hook_pass_their_node_tests(server: dict[str, str]) -> None:

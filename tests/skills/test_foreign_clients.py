@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, make_callers, spawn_http_server, wait_for_http, write_server_config
+from tests.conftest import REPO, http_server, make_callers, tiny_server_config, write_server_config
 
 AGENTS_PYTHON = REPO / ".venv-agents" / "bin" / "python"
 INSPECTOR = REPO / "tests" / "node" / "node_modules" / "@modelcontextprotocol" / "inspector-cli" / "build"
@@ -77,20 +77,17 @@ def served(
     TOKENS.update(
         make_callers(folder / "callers.yaml", **{"ward-agent": "clinician", "discharge-bot": "pipeline"})
     )
-    config = write_server_config(
+    config = tiny_server_config(
         folder / "server.yaml",
-        reasoner=str(merged_tiny),
-        embedder="embedded:all-minilm-l6-v2",
-        backends=["local"],
+        merged_tiny,
+        release=None,
         callers=str(folder / "callers.yaml"),
         tracing={"enabled": True, "exporter": "otlp", "endpoint": collector},
     )
     env = {**server_env, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    proc, base, log = spawn_http_server(config, tmp_path_factory.mktemp("foreign-log") / "server.log", env)
-    wait_for_http(f"{base}/ready", proc, log, token=TOKENS["ward-agent"])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=30)
+    log = tmp_path_factory.mktemp("foreign-log") / "server.log"
+    with http_server(config, log, env, TOKENS["ward-agent"]) as base:
+        yield base
 
 
 def test_a_langgraph_agent_with_langchain_mcp_adapters_lists_and_calls_the_tools(served: str) -> None:
