@@ -374,6 +374,10 @@ def test_csrf_less_posts_and_decisions_on_decided_cases_change_nothing(web: dict
         f"{web['url']}/cases/{thread}/prepare", data={"action": "approve"}, headers={}
     )
     assert answer.status == 403
+    oversized = {"action": "edit", "text": "x" * 70_000, "passphrase": REVIEWER_PASSPHRASE}
+    for url in (decide, f"{web['url']}/login"):  # above the 64 KiB form limit: refused before it is read
+        answer = context.request.post(url, form=oversized)
+        assert answer.status == 413 and "the form is too large" in answer.text()
     assert _pending(web, "csrf")["thread_id"] == thread
     assert _service(web).record(thread) is None and _chain(web) == before
 

@@ -188,7 +188,10 @@ class ReviewWeb:
 
     async def login(self, request: Request) -> Response:
         session = self._session(request)
-        form = await self._form(request)
+        try:
+            form = await self._form(request)
+        except ReviewRefused as exc:
+            return self._page("login.html", session, 413, error=f"Refused: {exc}.")
         if not csrf_ok(session, form.get("csrf")):
             return self._page("login.html", session, 403, error=CSRF_REFUSED)
         reviewer_id = form.get("reviewer_id", "").strip()
@@ -214,7 +217,10 @@ class ReviewWeb:
 
     async def logout(self, request: Request) -> Response:
         session = self.sessions.get(request.cookies.get(COOKIE))
-        form = await self._form(request)
+        try:
+            form = await self._form(request)
+        except ReviewRefused:
+            form = {}
         if session is not None and csrf_ok(session, form.get("csrf")):
             self.sessions.drop(session.id)
         elif session is not None:
