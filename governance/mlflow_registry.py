@@ -9,17 +9,14 @@ who downloads it verifies the signature and every file against the manifest (`ve
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-
-from hai_tools.errors import HaiError
-from hai_tools.keys import load_public
+from hai_tools.errors import HaiError, ManifestError
 from hai_tools.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, sha256_file
+from hai_tools.release import verify_signed_manifest
 from hai_tools.tracking import RELEASE_EXPERIMENT, experiment_id, mlflow_client
 
 log = logging.getLogger("governance")
@@ -70,15 +67,10 @@ def register_release(release_dir: Path) -> dict[str, str]:
 
 def verify_downloaded(folder: Path, public_key: Path) -> Manifest:
     """Check downloaded release evidence: the manifest's signature, then each file's hash against it."""
-    manifest_path = folder / MANIFEST_NAME
     try:
-        signature = base64.b64decode((folder / SIGNATURE_NAME).read_text().strip())
-        load_public(public_key).verify(signature, manifest_path.read_bytes())
-    except (InvalidSignature, ValueError, FileNotFoundError):
-        raise RegistryEvidenceInvalid(
-            f"{manifest_path}: the signature does not verify against {public_key}"
-        ) from None
-    manifest = Manifest.model_validate_json(manifest_path.read_text())
+        manifest = verify_signed_manifest(folder, public_key)
+    except ManifestError as exc:
+        raise RegistryEvidenceInvalid(str(exc)) from None
     for name in EVIDENCE:
         if name in (MANIFEST_NAME, SIGNATURE_NAME):
             continue

@@ -84,11 +84,8 @@ def _served_identity(folder: Path, release: Manifest, entry: dict[str, str]) -> 
     return own.content_hash
 
 
-def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
-    """From the release folder and the public key alone, on any machine: the manifest is sealed and signed by the
-    trusted key; every file hashes as listed (the served models included); each served model is the artifact
-    the manifest names; and the bundled chain of every input closes, link by link, down to the datasets."""
-    folder = Path(folder)
+def verify_signed_manifest(folder: Path, public_key: Path) -> Manifest:
+    """The release manifest in `folder`, sealed and signed by the trusted key (its files are not checked here)."""
     signature_path = folder / SIGNATURE_NAME
     manifest = load_manifest(folder)
     check_sealed(manifest, f"{folder}/{MANIFEST_NAME}")
@@ -100,6 +97,15 @@ def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
         )
     except (InvalidSignature, ValueError):
         raise ManifestError(f"{folder}: release signature does not verify with {public_key.name}") from None
+    return manifest
+
+
+def verify_release(folder: Path, public_key: Path) -> VerifiedRelease:
+    """From the release folder and the public key alone, on any machine: the manifest is sealed and signed by the
+    trusted key; every file hashes as listed (the served models included); each served model is the artifact
+    the manifest names; and the bundled chain of every input closes, link by link, down to the datasets."""
+    folder = Path(folder)
+    verify_signed_manifest(folder, public_key)
     manifest = verify_artifact(folder, kind="release")
     serving = manifest.extra.get(SERVING_KEY)
     if not isinstance(serving, dict) or not ({"reasoner", "radiology"} & set(serving)):
