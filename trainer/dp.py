@@ -162,6 +162,21 @@ def cross_check(
     return {"accountant": other, "epsilon": round(epsilon_for(other, noise, sample_rate, steps, delta), 4)}
 
 
+NO_PATIENT_COLUMN = "--dp_max_records_per_patient needs the dataset's patient id column (register it with --patient-id-column)"
+
+
+def training_patients(config: Any, split: Any, column: str | None) -> list[str] | None:
+    """Each training record's patient id (the registered column, over the records training uses), or None
+    without one; a patient cap without the column is refused here, before anything is written."""
+    if not column or column not in split.column_names:
+        if config.dp_max_records_per_patient is not None:
+            raise ConfigError(NO_PATIENT_COLUMN)
+        return None
+    values = split[column]
+    limit = config.max_train_samples
+    return [str(v) for v in (values[:limit] if limit else values)]
+
+
 def patient_cap(patients: list[str], cap: int | None, seed: int) -> tuple[list[int], int]:
     """Indices of the records kept (at most `cap` per patient, chosen at random with `seed`) and k, the most
     records any one patient has among them."""
@@ -211,10 +226,7 @@ def train_dp(
             log.info("DP-SGD: %d of %d records kept (at most %d per patient)", len(kept), len(rows), k)
         rows = [rows[i] for i in kept]
     elif config.dp_max_records_per_patient is not None:
-        raise ConfigError(
-            "--dp_max_records_per_patient needs the dataset's patient id column (register it with "
-            "--patient-id-column)"
-        )
+        raise ConfigError(NO_PATIENT_COLUMN)
     n = len(rows)
     delta = resolve_delta(config, n)
     batch = config.per_device_train_batch_size

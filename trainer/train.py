@@ -187,6 +187,11 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
         raise DatasetError(f"{record.ref} has no 'train' split (has: {', '.join(splits)})")
     base = resolve_base_model(config.base_model_id)
     check_architecture(Path(base.path))
+    patients = None
+    if config.dp:
+        from trainer.dp import training_patients
+
+        patients = training_patients(config, splits["train"], record.patient_id_column)
 
     from accelerate import PartialState
 
@@ -246,12 +251,6 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
             from trainer.dp import train_dp
 
             started = time.monotonic()
-            column = record.patient_id_column
-            patients = (
-                [str(v) for v in splits["train"][column][: len(train_data)]]
-                if column and column in splits["train"].column_names
-                else None
-            )
             tuned, metrics = train_dp(
                 config, get_peft_model(model, peft_config), tokenizer, train_data, eval_data, patients
             )

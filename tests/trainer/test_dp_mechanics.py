@@ -265,3 +265,32 @@ def test_a_patient_cap_without_a_patient_column_is_refused(tiny_model_dir: Path,
     )
     with pytest.raises(ConfigError, match="needs the dataset's patient id column"):
         train_dp(config, model, tokenizer, RECORDS, None, patients=None)
+
+
+def test_a_patient_cap_on_a_dataset_without_patient_ids_is_refused_before_anything_is_written(
+    tiny_model_dir: Path, demo_files: dict[str, Path], tmp_path: Path
+) -> None:
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import register_dataset
+    from trainer.train import run_dir_for
+
+    ref = register_dataset(
+        open_registry(),
+        "demo-no-patients@1",
+        files=demo_files,
+        license="CC0-1.0",
+        deid_attestation="synthetic",
+    ).ref
+    config = TrainConfig.model_validate(
+        {
+            "base_model_id": str(tiny_model_dir),
+            "dataset": ref,
+            "adapter_name": "capped-no-ids",
+            "output_dir": str(tmp_path / "never"),
+            "dp": True,
+            "dp_max_records_per_patient": 1,
+        }
+    )
+    with pytest.raises(ConfigError, match="needs the dataset's patient id column"):
+        train(config)
+    assert not (tmp_path / "never").exists() and not run_dir_for(config).exists()
