@@ -287,16 +287,10 @@ class ReviewWeb:
         try:
             payload = await self.service.show(thread_id)
         except CaseNotFound:
-            if self._record_or_none(thread_id) is not None:
+            if self.service.store.status(thread_id) is not None:  # decided (or erased): the record page says
                 return RedirectResponse(f"/cases/{thread_id}/record", status_code=303)
             return self._page("message.html", session, 404, title="No such case", message="No such case.")
         return self._case_page(session, payload)
-
-    def _record_or_none(self, thread_id: str) -> dict[str, Any] | None:
-        try:
-            return self.service.record(thread_id)
-        except ReviewRefused:
-            return {"thread_id": thread_id}  # exists but does not verify: the record page says so
 
     # -- decisions -----------------------------------------------------------------------------------------
 
