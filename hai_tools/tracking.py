@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 from typing import Any
 
 from hai_tools.errors import ConfigError
@@ -37,8 +38,18 @@ def mlflow_client() -> Any:
 
 
 def experiment_id(client: Any, name: str) -> str:
+    """The experiment's id, created if new: on a local SQLite store its artifacts go beside the database (MLflow's
+    default, `./mlruns`, would write them into whatever folder the process runs in)."""
     found = client.get_experiment_by_name(name)
-    return str(found.experiment_id if found is not None else client.create_experiment(name))
+    if found is not None:
+        return str(found.experiment_id)
+    uri = tracking_uri()
+    location = (
+        (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / name).as_uri()
+        if uri.startswith("sqlite:///")
+        else None  # a tracking server keeps (or proxies) its own artifact store
+    )
+    return str(client.create_experiment(name, artifact_location=location))
 
 
 def shown_uri(uri: str) -> str:

@@ -106,6 +106,9 @@ def test_a_training_run_logs_to_the_local_sqlite_store_by_default(
     assert run.data.metrics["final.eval_loss"] == pytest.approx(manifest.metrics["eval_loss"])
     assert run.data.tags["hai.dataset_hash"] == manifest.inputs[0].hash
     assert run.info.status == "FINISHED"
+    # artifacts beside the store under the home folder, not in the folder the process happened to run in
+    assert run.info.artifact_uri.startswith((hai_home / "mlflow" / "artifacts").as_uri())
+    assert not (ROOT / "mlruns").exists()
     downloaded = Path(client.download_artifacts(run.info.run_id, "adapter", str(tmp_path / "dl")))
     assert (downloaded / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
 
