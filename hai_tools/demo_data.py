@@ -237,9 +237,12 @@ def datasheet_text() -> str:
     return resources.files("hai_tools").joinpath("data/datasheet_screening.md").read_text()
 
 
-def write_demo_dataset(output_dir: Path, n_patients: int = 300, seed: int = 0) -> dict[str, Path]:
-    """Write train/validation/test JSONL and the datasheet to `output_dir` (atomically); return the files."""
-    splits = split_by_patient(generate_cases(n_patients, seed), seed)
+def write_demo_dataset(
+    output_dir: Path, n_patients: int = 300, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)
+) -> dict[str, Path]:
+    """Write train/validation/test JSONL and the datasheet to `output_dir` (atomically); return the files.
+    `fractions`: the train and validation shares of the patients (test gets the rest)."""
+    splits = split_by_patient(generate_cases(n_patients, seed), seed, fractions)
     output_dir = Path(output_dir)
     with atomic_folder(output_dir) as tmp:
         for split, cases in splits.items():
@@ -256,6 +259,7 @@ def write_demo_dataset(output_dir: Path, n_patients: int = 300, seed: int = 0) -
                     "generator": "hai_tools.demo_data.generate_cases",
                     "n_patients": n_patients,
                     "seed": seed,
+                    "fractions": {"train": fractions[0], "validation": fractions[1]},
                 },
                 code_version=code_version(),
                 metrics={f"{split}_rows": len(cases) for split, cases in splits.items()},

@@ -79,6 +79,10 @@ def _data_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output_dir", type=Path, required=True)
     gen.add_argument("--n_patients", type=int, default=300)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--train_fraction", type=float, default=0.8, help="share of patients in train")
+    gen.add_argument(
+        "--validation_fraction", type=float, default=0.1, help="share in validation; test: the rest"
+    )
     guard = sub.add_parser("generate-guard", help="write (and register) the labelled guard dataset")
     guard.add_argument("--output_dir", type=Path, required=True)
     guard.add_argument("--register", metavar="NAME@VERSION", help="register it as this ref")
@@ -96,7 +100,14 @@ def _data(argv: list[str]) -> int:
     if args.action == "generate-demo":
         from hai_tools.demo_data import write_demo_dataset
 
-        files = write_demo_dataset(args.output_dir, args.n_patients, args.seed)
+        fractions = (args.train_fraction, args.validation_fraction)
+        if min(fractions) <= 0 or sum(fractions) >= 1:
+            print(
+                "error: train and validation fractions must be > 0 and leave patients for test",
+                file=sys.stderr,
+            )
+            return 2
+        files = write_demo_dataset(args.output_dir, args.n_patients, args.seed, fractions)
         for split, path in files.items():
             print(f"{split}\t{path}")
         return 0

@@ -58,6 +58,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     max_length: int = Field(512, ge=16)
     gradient_checkpointing: bool = False
+    group_by_length: bool = Field(False, description="batches of similar lengths (less padding to compute)")
     # evaluation, checkpoints, logging
     eval_steps: int = Field(50, ge=1)
     save_steps: int = Field(50, ge=1)

@@ -160,6 +160,8 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
     from transformers import TrainerCallback, set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from trainer.completion_loss import completion_loss_trainer
+
     config = config.effective()
     if config.dp:
         from trainer.dp import check_dp_config
@@ -272,6 +274,7 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
                 weight_decay=config.weight_decay,
                 max_length=config.max_length,
                 completion_only_loss=True,
+                train_sampling_strategy="group_by_length" if config.group_by_length else "random",
                 eval_strategy="steps" if eval_data is not None else "no",
                 eval_steps=config.eval_steps,
                 save_strategy="steps",
@@ -297,7 +300,7 @@ def train(config: TrainConfig, store: ArtifactStore | None = None) -> Path:
                     )
 
             started = time.monotonic()
-            trainer = SFTTrainer(
+            trainer = completion_loss_trainer(SFTTrainer)(
                 model=model,
                 args=args,
                 train_dataset=train_data,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from hai_tools.demo_data import LABELS, generate_cases, split_by_patient, write_demo_dataset
 from hai_tools.manifest import verify_artifact
 
@@ -32,3 +34,18 @@ def test_records_are_conversational_prompt_completion_with_subgroups(tmp_path: P
     assert {"sex", "language", "site", "patient_id"} <= set(record)
     assert (tmp_path / "d" / "DATASHEET.md").read_text().startswith("# Datasheet")
     assert verify_artifact(tmp_path / "d").config["seed"] == 0
+
+
+def test_demo_split_fractions_are_recorded_and_bad_ones_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainer.__main__ import main
+
+    out = tmp_path / "d"
+    args = ["data", "generate-demo", "--output_dir", str(out), "--n_patients", "40"]
+    assert main([*args, "--train_fraction", "0.9", "--validation_fraction", "0.1"]) == 2
+    assert "leave patients for test" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--train_fraction", "0.6"]) == 0
+    assert verify_artifact(out).config["fractions"] == {"train": 0.6, "validation": 0.1}
+    tests = {json.loads(line)["patient_id"] for line in (out / "test.jsonl").read_text().splitlines()}
+    assert len(tests) == 40 - int(40 * 0.6) - int(40 * 0.1)

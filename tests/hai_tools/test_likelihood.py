@@ -41,6 +41,28 @@ def test_causal_scores_equal_a_full_forward_pass(tiny_model_dir: Path) -> None:
     assert np.allclose(scores, expected, atol=1e-4) and (scores < 0).all()
     probs = normalised(scores)
     assert abs(probs.sum() - 1) < 1e-9 and len(set(np.round(probs, 6))) == 3  # the labels are told apart
+    assert len({len(a) for a in answers}) > 1  # the batched candidates are padded to one width
+
+
+@pytest.mark.parametrize("words", [1, 150])
+def test_cached_candidates_equal_full_passes_on_short_and_window_long_prompts(
+    tiny_model_dir: Path, words: int
+) -> None:
+    """The text path runs the prompt once and the candidates as one padded batch on its cache: the same scores
+    as a whole pass per candidate, for a one-token prompt (no cache) and one longer than the 128-token sliding
+    window of the tiny model's local layers."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    text = " ".join(["the child walks without holding on"] * words)
+    prompt = tokenizer(text, add_special_tokens=False)["input_ids"][: 1 if words == 1 else None]
+    assert len(prompt) == 1 or len(prompt) > 128
+    answers = candidate_ids(tokenizer, ["Label: refer", "Label: monitor", "Label: on-track", "x"])
+    scores = continuation_logprobs(model, {"input_ids": prompt}, answers)
+    expected = [_manual(model, prompt, a) for a in answers]
+    assert np.allclose(scores, expected, atol=1e-4)
 
 
 def test_image_text_yes_no_is_scored_not_a_constant(tiny_vlm: Path) -> None:
