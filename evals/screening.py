@@ -13,8 +13,8 @@ import numpy as np
 from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
 
 DECODING = (
-    "label-likelihood scoring of 'Label: <label>' for each of refer/monitor/on-track, per token where the "
-    "labels differ in length (no sampling): the screen tool's own decision procedure"
+    "label-likelihood scoring of 'Label: <label>' for each of refer/monitor/on-track, each label's whole "
+    "log-likelihood renormalised over the three (no sampling): the screen tool's own decision procedure"
 )
 
 

@@ -91,13 +91,12 @@ def normalised(scores: np.ndarray) -> np.ndarray:
     return values / values.sum()
 
 
-def choice_probabilities_from(scores: np.ndarray, lengths: list[int]) -> np.ndarray:
-    """Probabilities of candidates from their summed log-likelihoods, per token where lengths differ (so a
-    longer label is not penalised for its length)."""
-    scores = np.asarray(scores, dtype=float)
-    if len(set(lengths)) > 1:
-        scores = scores / np.asarray(lengths, dtype=float)
-    return normalised(scores)
+def choice_probabilities_from(scores: np.ndarray) -> np.ndarray:
+    """Probabilities of candidates from their summed log-likelihoods: the model's probability of answering
+    each candidate whole, renormalised over the candidates. Not per token: dividing by length squashed a
+    trained model's 0.99 on "Label: refer" (3 tokens) against "Label: on-track" (5) to about 0.5, so a model
+    with refer AUC 0.97 never crossed the 0.5 threshold (sensitivity 0 in `make demo`)."""
+    return normalised(np.asarray(scores, dtype=float))
 
 
 def choice_probabilities(
@@ -109,4 +108,4 @@ def choice_probabilities(
     )
     ids = candidate_ids(tokenizer, choices)
     scores = continuation_logprobs(model, {"input_ids": prompt["input_ids"]}, ids)
-    return choice_probabilities_from(scores, [len(i) for i in ids])
+    return choice_probabilities_from(scores)

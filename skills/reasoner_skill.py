@@ -38,7 +38,9 @@ def first_sentence(text: str) -> str | None:
         text[marker.end() :] if marker else re.sub(r"^\s*label\s*:[^\n]*\n?", "", text, flags=re.IGNORECASE)
     )
     text = " ".join(text.split())
-    match = re.search(r"^(.+?[.!?])(\s|$)", text)
+    # a sentence ends at . ! or ? before a space, the end, or a letter run straight on (the demo model wrote
+    # "reported as met.matchCondition"); not before a digit, so "2.5 years" stays whole
+    match = re.search(r"^(.+?[.!?])(\s|$|(?=[A-Za-z]))", text)
     sentence = (match.group(1) if match else text).strip()
     return sentence[:400] or None
 

@@ -108,7 +108,7 @@ class TFLiteBackend:
         lm, _, prompt = self._prompt(messages, reserve=max(map(len, ids)))
         with self._lock:
             scores = lm.continuation_logprobs(prompt, ids)
-        probabilities = choice_probabilities_from(scores, [len(i) for i in ids])
+        probabilities = choice_probabilities_from(scores)
         return dict(zip(choices, map(float, probabilities), strict=True))
 
     async def choose(self, messages: list[dict[str, str]], choices: list[str]) -> dict[str, float]:

@@ -47,7 +47,7 @@ def test_both_demo_gates_refuse_the_chance_level_tiny_model(
 ) -> None:
     assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) == 1
     lenient = capsys.readouterr().out
-    assert "FAIL  refer_auc >= (CI lower bound) 0.6" in lenient
+    assert "FAIL  refer_auc >= (CI lower bound) 0.75" in lenient and "FAIL  refer_auc n >= 200" in lenient
     assert "FAIL  red team: guard-on run used a guard artifact  (guard rules-only)" in lenient
     assert main(["gate", str(report_dir), "--policy", str(ROOT / "configs/gate_strict.yaml")]) == 1
     strict = capsys.readouterr().out

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hai_tools.likelihood import candidate_ids, continuation_logprobs, normalised
+from hai_tools.likelihood import candidate_ids, choice_probabilities_from, continuation_logprobs, normalised
 
 
 def _manual(model: Any, prompt_ids: list[int], answer: list[int], **extra: Any) -> float:
@@ -111,3 +111,15 @@ def test_joining_text_first_leaves_the_answer_unscored(tiny_vlm: Path) -> None:
     joined = tokenizer("Plus disease: yes", add_special_tokens=False)["input_ids"]
     assert len(joined) == len(with_space)
     assert candidate_ids(tokenizer, [" yes"])[0] == joined[-1:]  # by ids, the answer token is kept
+
+
+def test_choice_probabilities_are_whole_answer_probabilities_not_per_token() -> None:
+    """A model that gives "Label: refer" (3 tokens) 0.9 against "Label: monitor" (3) and "Label: on-track" (5)
+    at 0.05 each: per-token averaging, the old rule, squashed refer to 0.51 (at the 0.5 threshold)."""
+    import math
+
+    scores = np.array([math.log(0.9), math.log(0.05), math.log(0.05)])
+    probs = choice_probabilities_from(scores)
+    assert probs == pytest.approx([0.9, 0.05, 0.05], abs=1e-9)
+    per_token = normalised(scores / np.array([3, 3, 5]))
+    assert per_token[0] < 0.52  # what the old rule said
