@@ -112,7 +112,7 @@ def trainer(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base_model_id", default="embedded:gemma-3-270m")
-    parser.add_argument("--dataset", default="demo-screening@1")
+    parser.add_argument("--dataset", default="demo-screening@2")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max_length", type=int, default=192)

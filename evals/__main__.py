@@ -1,6 +1,6 @@
 """`python -m evals`: evaluate a reasoner and gate a release on the report.
 
-python -m evals run out/merged/screening-lora --dataset demo-screening@1 --output_dir out/evals/screening-lora
+python -m evals run out/merged/screening-lora --dataset demo-screening@2 --output_dir out/evals/screening-lora
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
 python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
@@ -20,7 +20,7 @@ def _main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="score, audit and safety-check a reasoner; write the report")
     run.add_argument("model", help="merged model, adapter or base model folder (or embedded id)")
-    run.add_argument("--dataset", default="demo-screening@1")
+    run.add_argument("--dataset", default="demo-screening@2")
     run.add_argument("--split", default="test")
     run.add_argument("--output_dir", type=Path, required=True)
     run.add_argument("--limit", type=int, help="score only the first N cases")

@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     dist.add_argument("teacher", type=Path, help="merged model folder")
     dist.add_argument("--output_dir", type=Path, required=True)
-    dist.add_argument("--dataset", default="demo-screening@1")
+    dist.add_argument("--dataset", default="demo-screening@2")
     dist.add_argument("--kl", choices=["forward", "reverse"], default="forward")
     dist.add_argument("--max_steps", type=int, default=20)
     dist.add_argument("--learning_rate", type=float, default=1e-3)

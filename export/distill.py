@@ -48,7 +48,7 @@ class StudentConfig(BaseModel):
 class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "demo-screening@1"
+    dataset: str = "demo-screening@2"
     kl: Literal["forward", "reverse"] = "forward"
     temperature: float = Field(1.0, gt=0)
     max_steps: int = Field(20, ge=1)

@@ -120,13 +120,13 @@ def demo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def demo_dataset(hai_home: Path, demo_files: dict[str, Path]) -> str:
-    """The demo data registered as demo-screening@1 in the session's registry."""
+    """The demo data registered as demo-screening@2 in the session's registry."""
     from hai_tools.registry import open_registry
     from hai_tools.registry.datasets import register_dataset
 
     record = register_dataset(
         open_registry(),
-        "demo-screening@1",
+        "demo-screening@2",
         files=demo_files,
         license="CC0-1.0",
         deid_attestation="synthetic test data",

@@ -29,7 +29,7 @@ def _train(model: Path, out: Path) -> Path:
 
     config = TrainConfig(
         base_model_id=str(model),
-        dataset="demo-screening@1",
+        dataset="demo-screening@2",
         adapter_name=out.name,
         output_dir=str(out),
         max_steps=2,

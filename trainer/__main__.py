@@ -2,7 +2,7 @@
 
     python -m trainer --config configs/demo_lora.yaml --max_steps 5
     python -m trainer data generate-demo --output_dir out/demo-data
-    python -m trainer data register demo-screening@1 --train out/demo-data/train.jsonl ... --license CC0-1.0 \
+    python -m trainer data register demo-screening@2 --train out/demo-data/train.jsonl ... --license CC0-1.0 \
         --deid-attestation "synthetic data, no real patients" --patient-id-column patient_id
     python -m trainer data list | show REF | verify REF
     python -m trainer verify out/adapters/screening-lora

@@ -32,7 +32,7 @@ class TrainConfig(BaseModel):
     base_model_id: str = Field(
         EMBEDDED_REASONER, description="embedded:gemma-3-270m, a local HF folder or a hub id"
     )
-    dataset: str = Field("demo-screening@1", description="registered dataset name@version")
+    dataset: str = Field("demo-screening@2", description="registered dataset name@version")
     adapter_name: str = Field("screening-lora", description="name of the adapter (registry and card)")
     output_dir: str = Field("out/adapters/screening-lora", description="adapter artifact folder")
     modality: Literal["text", "image_text"] = Field(

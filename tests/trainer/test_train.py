@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _config(model: Path, out: Path, **kw: object) -> TrainConfig:
     base: dict[str, object] = {
         "base_model_id": str(model),
-        "dataset": "demo-screening@1",
+        "dataset": "demo-screening@2",
         "adapter_name": "tiny",
         "output_dir": str(out),
         "max_steps": 4,
@@ -73,7 +73,7 @@ def test_lora_adapter_with_verified_provenance(
     assert manifest.extra["vllm_servable_unmerged"] is True
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model: ") and "Clinician review required" in card
-    assert "demo-screening@1" in card
+    assert "demo-screening@2" in card
 
     text = "Age: 14 months\nObservations: the child walks without holding on."
     delta = (_logits(tiny_model_dir, out, text) - _logits(tiny_model_dir, None, text)).abs().max()
