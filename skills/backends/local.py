@@ -171,7 +171,12 @@ class LocalBackend:
             if self._lm is not None:
                 return
             import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            # from the defining modules, not through the package's lazy attributes: a fresh-clone run once saw
+            # "cannot import name 'AutoModelForCausalLM' from 'transformers'" here, the mark of a package still
+            # initialising in another thread when its lazy attribute is read
+            from transformers.models.auto.modeling_auto import AutoModelForCausalLM
+            from transformers.models.auto.tokenization_auto import AutoTokenizer
 
             folder = Path(self._reasoner_path)
             manifest = load_manifest(folder) if (folder / "manifest.json").exists() else None
