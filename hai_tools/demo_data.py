@@ -106,6 +106,7 @@ MILESTONES: dict[int, list[tuple[str, str]]] = {
     ],
 }
 CHECKPOINTS = sorted(MILESTONES)
+SPLIT_FRACTIONS = (0.8, 0.1)  # train and validation shares of the patients by default; test gets the rest
 REGRESSION = (
     "no longer says words the child used to say",
     "has stopped making eye contact the child used to make",
@@ -217,7 +218,7 @@ def generate_cases(n_patients: int = 300, seed: int = 0) -> list[ScreeningCase]:
 
 
 def split_by_patient(
-    cases: list[ScreeningCase], seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)
+    cases: list[ScreeningCase], seed: int = 0, fractions: tuple[float, float] = SPLIT_FRACTIONS
 ) -> dict[str, list[ScreeningCase]]:
     """train / validation / test by patient, so no child appears in two splits."""
     patients = sorted({c.patient_id for c in cases})
@@ -238,7 +239,7 @@ def datasheet_text() -> str:
 
 
 def write_demo_dataset(
-    output_dir: Path, n_patients: int = 300, seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)
+    output_dir: Path, n_patients: int = 300, seed: int = 0, fractions: tuple[float, float] = SPLIT_FRACTIONS
 ) -> dict[str, Path]:
     """Write train/validation/test JSONL and the datasheet to `output_dir` (atomically); return the files.
     `fractions`: the train and validation shares of the patients (test gets the rest)."""

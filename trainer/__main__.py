@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hai_tools.cli import run_cli
+from hai_tools.demo_data import SPLIT_FRACTIONS
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -79,9 +80,14 @@ def _data_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output_dir", type=Path, required=True)
     gen.add_argument("--n_patients", type=int, default=300)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--train_fraction", type=float, default=0.8, help="share of patients in train")
     gen.add_argument(
-        "--validation_fraction", type=float, default=0.1, help="share in validation; test: the rest"
+        "--train_fraction", type=float, default=SPLIT_FRACTIONS[0], help="share of patients in train"
+    )
+    gen.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=SPLIT_FRACTIONS[1],
+        help="share in validation; test: the rest",
     )
     guard = sub.add_parser("generate-guard", help="write (and register) the labelled guard dataset")
     guard.add_argument("--output_dir", type=Path, required=True)
