@@ -2,7 +2,12 @@
 request, direct (in-process skills), through `mcp_server.py --http` in its own process and through
 `mcp_server.py` over stdio, measured side by side in one run, repeats interleaved (a direct call, then the same
 call over each transport); the added latency is taken per repeat (paired). Goal: p50 <= 2 ms and p99 <= 10 ms
-added. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
+added.
+
+Two HTTP clients: the Python SDK's `Client` (what an agent host in Python runs) and a lean JSON-RPC client
+(`LeanClient`: one HTTP POST per call, the MCP handshake and session header when the server keeps sessions, the
+SSE frame or JSON body parsed, the result checked for `isError`). The lean path is the transport and the server's
+own share; the difference between the two is the SDK client's cost, which a caller pays whichever server it calls. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
 responses), `json` (session, plain JSON responses) or `stateless` (JSON responses, no session).
 
     .venv/bin/python bench/mcp_overhead.py [--calls 200] [--mode sse|json|stateless]
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -36,6 +42,9 @@ TOKEN: dict[str, str] = {}
 TEXT = ["Caregiver reports the child walks without holding on."]
 
 
+PATHS = ("http", "http-lean", "stdio")
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -43,6 +52,64 @@ def _pct(values: list[float], q: float) -> float:
 
 # An abstaining `reason` call runs no model: it isolates the cost of the MCP path itself.
 ABSTAIN = {"question": "How much ibuprofen should I give my son?"}
+
+
+class LeanClient:
+    """An MCP client over streamable HTTP reduced to what the protocol needs: `initialize` and the session header
+    when the server keeps sessions (none in stateless mode), then one POST per `tools/call`."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.http = httpx2.AsyncClient(
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "2025-06-18",
+            }
+        )
+        self.next_id = 0
+
+    async def _post(self, message: dict[str, object]) -> dict[str, object] | None:
+        response = await self.http.post(self.url, json=message)
+        response.raise_for_status()
+        if "id" not in message:
+            return None
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            for line in response.text.splitlines():  # the frame that answers this request
+                if line.startswith("data:"):
+                    answer = json.loads(line[5:])
+                    if answer.get("id") == message["id"]:
+                        return answer  # type: ignore[no-any-return]
+            raise RuntimeError("no answer in the SSE stream")
+        return response.json()  # type: ignore[no-any-return]
+
+    async def start(self) -> None:
+        self.next_id += 1
+        init = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "lean", "version": "0"},
+        }
+        response = await self.http.post(
+            self.url, json={"jsonrpc": "2.0", "id": self.next_id, "method": "initialize", "params": init}
+        )
+        response.raise_for_status()
+        if session := response.headers.get("mcp-session-id"):
+            self.http.headers["Mcp-Session-Id"] = session
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def call_tool(self, name: str, arguments: dict[str, object]) -> dict[str, object]:
+        self.next_id += 1
+        answer = await self._post(
+            {
+                "jsonrpc": "2.0",
+                "id": self.next_id,
+                "method": "tools/call",
+                "params": {"name": name, "arguments": arguments},
+            }
+        )
+        assert answer is not None and "result" in answer and not answer["result"].get("isError"), answer  # type: ignore[union-attr]
+        return answer["result"]  # type: ignore[return-value]
 
 
 async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str, list[float]]]:
@@ -60,8 +127,10 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
         "abstain": lambda: skills.reasoner.reason(ReasonRequest(**ABSTAIN)),
     }
     times: dict[str, dict[str, list[float]]] = {
-        path: {"embed": [], "abstain": []} for path in ("direct", "http", "stdio")
+        path: {"embed": [], "abstain": []} for path in ("direct", *PATHS)
     }
+    lean = LeanClient(f"{url}/mcp", TOKEN["bench"])
+    await lean.start()
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN['bench']}"})
     stdio = StdioServerParameters(
         command=sys.executable,
@@ -72,7 +141,7 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
         Client(stdio, read_timeout_seconds=300) as over_stdio,
     ):
-        for client in (over_http, over_stdio):  # warm-up (and the stdio server's load)
+        for client in (over_http, over_stdio, lean):  # warm-up (and the stdio server's load)
             await client.call_tool("embed", {"texts": TEXT})
         for name in requests:
             await direct_calls[name]()
@@ -81,11 +150,12 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
                 started = time.perf_counter()
                 await direct_calls[name]()
                 times["direct"][name].append((time.perf_counter() - started) * 1000)
-                for path, client in (("http", over_http), ("stdio", over_stdio)):
+                for path, client in (("http", over_http), ("http-lean", lean), ("stdio", over_stdio)):
                     started = time.perf_counter()
                     result = await client.call_tool(tool, args)
                     times[path][name].append((time.perf_counter() - started) * 1000)
-                    assert not result.is_error, result
+                    assert isinstance(result, dict) or not result.is_error, result
+    await lean.http.aclose()
     await skills.close()
     return times
 
@@ -120,7 +190,7 @@ def main() -> None:
     for name, label in (("embed", "embed (MiniLM, 1 text)"), ("abstain", "reason, abstains (no model)")):
         d = times["direct"][name]
         print(f"{label + ' direct':<40} {min(d):>8.2f} {statistics.median(d):>8.2f} {_pct(d, 0.99):>8.2f}")
-        for path in ("http", "stdio"):
+        for path in PATHS:
             m = times[path][name]
             print(
                 f"{label + ' MCP/' + path:<40} {min(m):>8.2f} {statistics.median(m):>8.2f} {_pct(m, 0.99):>8.2f}"

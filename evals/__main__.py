@@ -4,6 +4,7 @@ python -m evals run out/merged/screening-lora --dataset demo-screening@2 --outpu
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
 python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
+python -m evals privacy out/adapters/screening-lora --dataset demo-screening@2 --output_dir out/evals/privacy
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hai_tools.cli import run_cli
+
+if TYPE_CHECKING:
+    from evals.privacy import PrivacyAudit
 
 
 def _main(argv: list[str]) -> int:
@@ -84,7 +89,50 @@ def _main(argv: list[str]) -> int:
     gate = sub.add_parser("gate", help="apply a gate policy to a report; exit 1 listing each failing check")
     gate.add_argument("report_dir", type=Path)
     gate.add_argument("--policy", type=Path, required=True)
+    gate.add_argument(
+        "--privacy_audit",
+        type=Path,
+        help="a `python -m evals privacy` folder (needed when the policy caps it)",
+    )
+    privacy = sub.add_parser(
+        "privacy", help="membership-inference audit of an adapter (loss threshold and LiRA, with CIs)"
+    )
+    privacy.add_argument("adapter_dir", type=Path)
+    privacy.add_argument("--dataset", required=True, help="the registered dataset the adapter was trained on")
+    privacy.add_argument("--members_split", default="train")
+    privacy.add_argument(
+        "--non_members_split", default="test", help="held-out records of the same population"
+    )
+    privacy.add_argument(
+        "--reference_models",
+        type=int,
+        default=4,
+        help="LiRA reference adapters (even; each trains on half of the records; 0: loss threshold only)",
+    )
+    privacy.add_argument("--output_dir", type=Path, required=True)
+    privacy.add_argument("--limit", type=int, help="audit only the first N members and N non-members")
+    privacy.add_argument("--n_resamples", type=int, default=1000)
+    privacy.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.action == "privacy":
+        from evals.privacy import load_audit, run_privacy_audit
+
+        out = run_privacy_audit(
+            args.adapter_dir,
+            args.dataset,
+            args.output_dir,
+            args.members_split,
+            args.non_members_split,
+            args.reference_models,
+            args.n_resamples,
+            args.limit,
+            args.seed,
+        )
+        audit, _ = load_audit(out)
+        for name, metric in audit.figures.items():
+            print(f"{name}={metric.value:.4f} [{metric.low:.4f}, {metric.high:.4f}]")
+        print(f"privacy audit: {out / 'privacy_audit.json'}")
+        return 0
     if args.action == "guard":
         from evals.guard import run_guard_eval
         from hai_tools.errors import ConfigError
@@ -159,7 +207,12 @@ def _main(argv: list[str]) -> int:
 
     verify_artifact(args.report_dir, kind="eval_report")
     report = EvalReport.model_validate_json((args.report_dir / "report.json").read_text())
-    result = apply_gate(report, load_policy(args.policy))
+    evidence: PrivacyAudit | None = None
+    if args.privacy_audit is not None:
+        from evals.privacy import load_audit
+
+        evidence, _ = load_audit(args.privacy_audit)
+    result = apply_gate(report, load_policy(args.policy), evidence)
     for check in result.checks:
         verdict = ("PASS" if check.passed else "FAIL") if check.counted else "INFO"
         print(f"{verdict}  {check.name}  ({check.detail})")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evals.metrics import MetricCI
+from evals.privacy import PrivacyAudit
 from evals.red_team import RedTeamResult
 from evals.report import EvalReport
 from hai_tools.config_file import first_error
@@ -75,6 +76,27 @@ class RedTeamPolicy(_Strict):
         return figures
 
 
+class PrivacyPolicy(_Strict):
+    min_members: int = Field(
+        1000, ge=2, description="fewest member (and non-member) records the audit may rest on"
+    )
+    require_dp: bool = Field(False, description="the audited adapter must have been trained with DP-SGD")
+    figures: dict[str, MetricBound] = Field(
+        description="loss_threshold_auc, loss_threshold_tpr_at_1pct_fpr, lira_offline_auc, "
+        "lira_offline_tpr_at_1pct_fpr (e.g. max_upper: 0.6 on an AUC)"
+    )
+
+    @field_validator("figures")
+    @classmethod
+    def _known(cls, figures: dict[str, MetricBound]) -> dict[str, MetricBound]:
+        from evals.privacy import FIGURES
+
+        unknown = set(figures) - set(FIGURES)
+        if unknown:
+            raise ValueError(f"unknown privacy figure(s) {', '.join(sorted(unknown))}")
+        return figures
+
+
 class GatePolicy(_Strict):
     split: str = Field("test", description="the split the report must have evaluated")
     min_group_size: int = Field(
@@ -91,6 +113,9 @@ class GatePolicy(_Strict):
         "in the test set, and their predicted labels); false only for a test set that is not sensitive",
     )
     llm_eval: LlmEvalPolicy | None = None
+    privacy: PrivacyPolicy | None = Field(
+        None, description="caps on the membership-inference audit (python -m evals privacy)"
+    )
 
 
 class GateCheck(BaseModel):
@@ -309,8 +334,45 @@ def red_team_checks(result: RedTeamResult | None, policy: RedTeamPolicy) -> list
     return checks
 
 
-def apply_gate(report: EvalReport, policy: GatePolicy) -> GateResult:
-    """Every check of the policy against the report; the gate passes when every counted check passes."""
+def privacy_checks(audit: PrivacyAudit | None, policy: PrivacyPolicy) -> list[GateCheck]:
+    """The membership-inference audit against the policy's caps; no audit fails the gate."""
+    if audit is None:
+        return [
+            GateCheck(
+                name="privacy audit",
+                passed=False,
+                detail="none given: the policy caps membership inference (python -m evals privacy, then "
+                "--privacy_audit)",
+            )
+        ]
+    smallest = min(audit.n_members, audit.n_non_members)
+    checks = [
+        GateCheck(
+            name="privacy audit size",
+            passed=smallest >= policy.min_members,
+            detail=f"{audit.n_members} members, {audit.n_non_members} non-members (min {policy.min_members} each)",
+        )
+    ]
+    if policy.require_dp:
+        dp = audit.differential_privacy
+        checks.append(
+            GateCheck(
+                name="privacy DP-SGD",
+                passed=bool(dp),
+                detail=f"epsilon {dp['epsilon']} at delta {dp['delta']:.2e}"
+                if dp
+                else "not trained with DP-SGD",
+            )
+        )
+    for name, bound in policy.figures.items():
+        for check in _bound_checks(f"privacy {name}", audit.figures.get(name), bound):
+            checks.append(check.model_copy(update={"detail": check.detail.replace(" rows,", " records,")}))
+    return checks
+
+
+def apply_gate(report: EvalReport, policy: GatePolicy, privacy: PrivacyAudit | None = None) -> GateResult:
+    """Every check of the policy against the report (and the privacy audit, when the policy caps it); the gate
+    passes when every counted check passes."""
     checks = _protocol_checks(report, policy)
     for name, bound in policy.metrics.items():
         checks += _bound_checks(name, report.metrics.get(name), bound)
@@ -319,5 +381,7 @@ def apply_gate(report: EvalReport, policy: GatePolicy) -> GateResult:
         checks += _llm_eval_checks(report, policy.llm_eval)
     if policy.red_team is not None:
         checks += red_team_checks(report.red_team, policy.red_team)
+    if policy.privacy is not None:
+        checks += privacy_checks(privacy, policy.privacy)
     counted = [c for c in checks if c.counted]
     return GateResult(passed=bool(counted) and all(c.passed for c in counted), checks=checks)

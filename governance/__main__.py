@@ -47,6 +47,11 @@ def _main(argv: list[str]) -> int:
         "--guard", type=Path, help="the safety guard artifact the server runs with this release"
     )
     release.add_argument(
+        "--privacy_audit",
+        type=Path,
+        help="the adapter's membership-inference audit (python -m evals privacy); required when the policy caps it",
+    )
+    release.add_argument(
         "--export",
         type=Path,
         action="append",
@@ -108,6 +113,7 @@ def _main(argv: list[str]) -> int:
             args.export,
             None if args.embedder == "none" else args.embedder,
             args.guard,
+            args.privacy_audit,
         )
         print(f"release: {out}")
         if args.mlflow:

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from evals.gate import GateResult
+from evals.privacy import CARD_MARK, PrivacyAudit, audit_text
 from evals.report import EvalReport
 from governance.task import TaskCard, load_task
 from hai_tools.manifest import load_manifest
@@ -45,8 +46,10 @@ def render_model_card(
     lineage: list[Any],
     task: TaskCard | None = None,
     exports: list[dict[str, Any]] | None = None,
+    privacy: PrivacyAudit | None = None,
 ) -> str:
-    """The card; what the model is for (task, users, population, scope, risks) comes from `task`."""
+    """The card; what the model is for (task, users, population, scope, risks) comes from `task`; `privacy`: the
+    membership-inference audit of the released adapter, if one was run."""
     task = task or load_task("screening")[0]
     merged = load_manifest(merged_dir)
     adapter_input = merged.input("adapter")
@@ -215,6 +218,9 @@ Gaps between reportable subgroups:
 
 ## Differential privacy
 {privacy_text(dp)}
+
+{CARD_MARK}
+{audit_text(privacy) if privacy else "No membership-inference audit was run for this release (python -m evals privacy)."}
 
 ## Known risks, ethical considerations, caveats
 {chr(10).join(f"- {risk}" for risk in task.risks)}

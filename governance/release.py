@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.gate import apply_gate, load_policy
+from evals.privacy import AUDIT_FILE, load_audit
 from evals.report import EvalReport
 from governance.card import render_model_card
 from governance.task import load_task
@@ -124,6 +125,7 @@ def create_release(
     exports: list[Path] | None = None,
     embedder: str | None = EMBEDDED_EMBEDDER,
     guard: Path | None = None,
+    privacy_audit: Path | None = None,
 ) -> Path:
     """A release is a serving bundle: the gate-passing merged model, the embedder and the edge exports the server
     loads (copied under `models/`), the card, eval report, gate result, lineage, and the manifest of every link of
@@ -142,7 +144,15 @@ def create_release(
         raise ReleaseRefused(f"the eval report in {report_dir} is not of the merged model in {merged_dir}")
     report = EvalReport.model_validate_json((report_dir / "report.json").read_text())
     policy = load_policy(policy_path)
-    gate = apply_gate(report, policy)
+    audit = audit_manifest = None
+    if privacy_audit is not None:
+        audit, audit_manifest = load_audit(privacy_audit)
+        if audit.adapter_hash != merged.input("adapter").hash:
+            raise ReleaseRefused(
+                f"the privacy audit in {privacy_audit} is of adapter {audit.adapter}, not of the adapter merged "
+                f"into {merged_dir}"
+            )
+    gate = apply_gate(report, policy, audit)
     if not gate.passed:
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
@@ -151,6 +161,8 @@ def create_release(
     export_inputs, export_links, export_rows = export_entries(exports or [], merged, walk)
     lineage += export_links
     walk.walk(report_dir)
+    if privacy_audit is not None:
+        walk.walk(privacy_audit)  # the audit, its adapter and dataset: bundled links like the report's
     guard_manifest = None
     if guard is not None:
         guard_manifest = verify_artifact(guard, kind="guard")
@@ -206,12 +218,19 @@ def create_release(
             (tmp / "chain" / f"{link_hash.removeprefix('sha256:')}.json").write_text(dump_json(document))
         _bundle_report(report_dir / "report.json", tmp / "eval_report.json", policy.test_set_sensitive)
         shutil.copy(report_dir / "report.html", tmp / "eval_report.html")
+        if audit is not None and audit_manifest is not None and privacy_audit is not None:
+            shutil.copy(Path(privacy_audit) / AUDIT_FILE, tmp / AUDIT_FILE)
+            inputs.append(
+                ArtifactInput(
+                    kind="privacy_audit", name=audit_manifest.name, hash=audit_manifest.content_hash
+                )
+            )
         (tmp / "gate.json").write_text(gate.model_dump_json(indent=2) + "\n")
         (tmp / "lineage.json").write_text(
             json.dumps([link.model_dump() for link in lineage], indent=2) + "\n"
         )
         (tmp / "README.md").write_text(
-            render_model_card(name, merged_dir, report, gate, lineage, task, export_rows)
+            render_model_card(name, merged_dir, report, gate, lineage, task, export_rows, audit)
         )
         (tmp / "policy.yaml").write_text(policy_path.read_text())
         (tmp / "task.yaml").write_text(task_text)

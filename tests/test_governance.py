@@ -233,3 +233,63 @@ def test_a_release_withholds_per_record_predictions_unless_the_policy_says_the_t
     assert main([*args, *key]) == 0
     assert json.loads((tmp_path / "open" / "eval_report.json").read_text())["predictions"] == original
     assert main(["verify", str(tmp_path / "open"), "--public_key", str(signed["pub"])]) == 0
+
+
+def test_a_release_gates_on_the_privacy_audit_of_its_own_adapter(
+    merged_tiny: Path,
+    tiny_adapter: Path,
+    demo_dataset: str,
+    signed: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A policy that caps membership inference refuses a release without the audit, or with the audit of another
+    adapter; with its own adapter's audit the release carries it (signed) and the card shows the figures. (The
+    audit's figures on a model that can memorise: tests/evals/test_privacy_audit.py.)"""
+    from evals.__main__ import main as evals_main
+    from hai_tools.manifest import load_manifest
+
+    audit = tmp_path / "audit"
+    args = [
+        "privacy",
+        str(tiny_adapter),
+        "--dataset",
+        demo_dataset,
+        "--output_dir",
+        str(audit),
+        "--limit",
+        "20",
+    ]
+    assert evals_main([*args, "--reference_models", "2", "--n_resamples", "50"]) == 0
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        (signed["base"] / "policy.yaml").read_text()
+        + "privacy:\n  min_members: 12\n  figures:\n    loss_threshold_auc: {max_upper: 1.0}\n"
+    )
+    release = ["release", str(merged_tiny), "--report", str(signed["report"]), "--policy", str(policy)]
+    release += ["--key", str(signed["base"] / "keys" / "release.key")]
+    capsys.readouterr()
+    assert main([*release, "--output_dir", str(tmp_path / "none")]) == 2
+    assert "privacy audit (none given" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+    other = tmp_path / "other-audit"
+    shutil.copytree(audit, other)
+    manifest = json.loads((other / "privacy_audit.json").read_text())
+    manifest["adapter_hash"] = "sha256:" + "0" * 64
+    (other / "privacy_audit.json").write_text(json.dumps(manifest))
+    assert main([*release, "--privacy_audit", str(other), "--output_dir", str(tmp_path / "x")]) == 2
+    assert "fails verification: privacy_audit.json (hash mismatch)" in capsys.readouterr().err
+    from hai_tools.manifest import Manifest, write_manifest
+
+    write_manifest(other, Manifest.model_validate(load_manifest(other).model_dump(exclude={"files"})))
+    assert main([*release, "--privacy_audit", str(other), "--output_dir", str(tmp_path / "x")]) == 2
+    assert "is of adapter tiny-lora, not of the adapter merged into" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+    assert main([*release, "--privacy_audit", str(audit), "--output_dir", str(tmp_path / "ok")]) == 0
+    card = (tmp_path / "ok" / "README.md").read_text()
+    assert "## Membership-inference audit" in card and "20 training records (train)" in card
+    assert "| lira offline |" in card
+    kinds = {i["kind"] for i in json.loads((tmp_path / "ok" / "manifest.json").read_text())["inputs"]}
+    assert "privacy_audit" in kinds
+    assert main(["verify", str(tmp_path / "ok"), "--public_key", str(signed["pub"])]) == 0
