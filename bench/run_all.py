@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+]?[0-9][0-9.]*)")
@@ -29,7 +30,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
     if (out / "edge/student").exists():  # the distilled reasoner of make demo, when it was built
         edge += ["--causal_lm_dir", str(out / "edge/student")]
     full: dict[str, tuple[list[str], list[Path]]] = {
-        "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "json"], []),
+        "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "stateless"], []),
         "load": (["bench/load.py"], []),
         "embed_batching": (["bench/embed_batching.py"], []),
         "generate_batching": (["bench/generate_batching.py"], []),
@@ -88,7 +89,11 @@ def machine() -> dict[str, str | int | None]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", nargs="*", help="bench names to run (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="bench names to run (default: all); the other rows keep their last figures and dates",
+    )
     parser.add_argument(
         "--out", type=Path, default=ROOT / "out", help="where `make demo` wrote its artifacts"
     )
@@ -103,19 +108,39 @@ def main() -> int:
         "versions": versions(),
         "benches": {},
     }
-    table = ["| bench | figures | seconds | command |", "| --- | --- | --- | --- |"]
+    bench_dir = args.output_dir or ROOT / "bench"
+    docs_dir = args.output_dir or ROOT / "docs"
+    earlier: dict[str, dict[str, Any]] = {}
+    if args.only and (bench_dir / "results.json").is_file():  # the other rows keep their figures and dates
+        previous = json.loads((bench_dir / "results.json").read_text())
+        for name, entry in previous.get("benches", {}).items():
+            entry.setdefault("date", previous.get("date"))
+            earlier[name] = entry
+    table = ["| bench | figures | seconds | measured | command |", "| --- | --- | --- | --- | --- |"]
     failed = 0
     for name, (argv, needs) in benches(args.out, args.quick).items():
         if args.only and name not in args.only:
+            if name in earlier:
+                entry = earlier[name]
+                results["benches"][name] = entry  # type: ignore[index]
+                shown = ", ".join(entry.get("figures") or []) or str(
+                    entry.get("skipped") or entry.get("error")
+                )
+                table.append(
+                    f"| {name} | {shown} | {entry.get('seconds', '')} | {str(entry['date'])[:10]} | `{entry['command']}` |"
+                )
             continue
         command = " ".join([".venv/bin/python", *argv])
         missing = [str(p) for p in needs if not p.exists()]
         if missing:
-            results["benches"][name] = {
+            results["benches"][name] = {  # type: ignore[index]
                 "command": command,
                 "skipped": f"needs {', '.join(missing)} (make demo)",
+                "date": results["date"],
             }  # type: ignore[index]
-            table.append(f"| {name} | skipped: needs `make demo` artifacts | | `{command}` |")
+            table.append(
+                f"| {name} | skipped: needs `make demo` artifacts | | {str(results['date'])[:10]} | `{command}` |"
+            )
             print(f"{name}: skipped (needs {', '.join(missing)})", flush=True)
             continue
         print(f"{name}: {command}", flush=True)
@@ -123,16 +148,20 @@ def main() -> int:
         done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
         seconds = time.monotonic() - started
         figures = [f"{k}={v}" for k, v in FIGURE.findall(done.stdout)]
-        entry = {"command": command, "seconds": round(seconds, 1), "figures": figures, "stdout": done.stdout}
+        entry = {
+            "command": command,
+            "seconds": round(seconds, 1),
+            "figures": figures,
+            "stdout": done.stdout,
+            "date": results["date"],
+        }
         if done.returncode != 0:
             failed += 1
             entry["error"] = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         results["benches"][name] = entry  # type: ignore[index]
         shown = ", ".join(figures) if done.returncode == 0 else f"failed: {entry['error']}"
-        table.append(f"| {name} | {shown} | {seconds:.0f} | `{command}` |")
+        table.append(f"| {name} | {shown} | {seconds:.0f} | {str(results['date'])[:10]} | `{command}` |")
         print(f"  {shown}", flush=True)
-    bench_dir = args.output_dir or ROOT / "bench"
-    docs_dir = args.output_dir or ROOT / "docs"
     bench_dir.mkdir(parents=True, exist_ok=True)
     docs_dir.mkdir(parents=True, exist_ok=True)
     (bench_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

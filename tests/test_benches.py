@@ -74,6 +74,13 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
     assert results["machine"]["cpus"] and results["versions"]["torch"]
     table = (tmp_path / "benchmarks.md").read_text()
     assert "| model_load | p50=" in table and "| edge | skipped" in table
+    # --only runs those benches; the others keep their last figures and the date they were measured
+    model_load["date"] = "2026-01-02T00:00:00+00:00"
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    _bench([*args[:3], "edge", "--out", str(tmp_path / "none"), "--output_dir", str(tmp_path)], server_env)
+    kept = json.loads((tmp_path / "results.json").read_text())["benches"]["model_load"]
+    assert kept["figures"] == model_load["figures"]
+    assert "| 2026-01-02 | `.venv/bin/python bench/model_load.py" in (tmp_path / "benchmarks.md").read_text()
 
 
 def test_the_train_overhead_bench_runs_quick(
