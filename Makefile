@@ -106,7 +106,7 @@ DEMO_EVAL := $(OUT)/evals/screening-lora
 demo: demo-data demo-train demo-export demo-eval demo-release
 
 demo-data: install
-	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data --n_patients 500 --train_fraction 0.6
+	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data --n_patients 500 --train_fraction 0.6 --safety_examples 120
 	$(PY) -m trainer data register demo-screening@2 \
 	    --train $(OUT)/demo-data/train.jsonl --validation $(OUT)/demo-data/validation.jsonl \
 	    --test $(OUT)/demo-data/test.jsonl --license CC0-1.0 --patient-id-column patient_id \

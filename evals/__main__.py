@@ -4,6 +4,7 @@ python -m evals run out/merged/screening-lora --dataset demo-screening@2 --outpu
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
 python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
+python -m evals parity out/merged/screening-lora --tflite out/edge/student --output_dir out/evals/parity
 python -m evals privacy out/adapters/screening-lora --dataset demo-screening@2 --output_dir out/evals/privacy
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from hai_tools.cli import run_cli
 
 if TYPE_CHECKING:
+    from evals.backend_parity import BackendParity
     from evals.privacy import PrivacyAudit
 
 
@@ -114,6 +116,18 @@ def _main(argv: list[str]) -> int:
     privacy.add_argument("--n_resamples", type=int, default=1000)
     privacy.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.action == "parity":
+        from evals.backend_parity import load_parity, run_backend_parity
+
+        out = run_backend_parity(
+            args.merged, args.dataset, args.output_dir, args.tflite, args.split, args.limit, args.variant
+        )
+        parity_report, _ = load_parity(out)
+        for name, figures in parity_report.backends.items():
+            a = figures.agreement
+            print(f"{name}: agreement={a.value:.4f} [{a.low:.4f}, {a.high:.4f}] n={a.n}")
+        print(f"backend parity: {out / 'backend_parity.json'}")
+        return 0
     if args.action == "privacy":
         from evals.privacy import load_audit, run_privacy_audit
 
@@ -212,7 +226,12 @@ def _main(argv: list[str]) -> int:
         from evals.privacy import load_audit
 
         evidence, _ = load_audit(args.privacy_audit)
-    result = apply_gate(report, load_policy(args.policy), evidence)
+    parity_evidence: BackendParity | None = None
+    if args.backend_parity is not None:
+        from evals.backend_parity import load_parity
+
+        parity_evidence, _ = load_parity(args.backend_parity)
+    result = apply_gate(report, load_policy(args.policy), evidence, parity_evidence)
     for check in result.checks:
         verdict = ("PASS" if check.passed else "FAIL") if check.counted else "INFO"
         print(f"{verdict}  {check.name}  ({check.detail})")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evals.backend_parity import BackendParity
 from evals.metrics import MetricCI
 from evals.privacy import PrivacyAudit
 from evals.red_team import RedTeamResult
@@ -115,6 +116,10 @@ class GatePolicy(_Strict):
     llm_eval: LlmEvalPolicy | None = None
     privacy: PrivacyPolicy | None = Field(
         None, description="caps on the membership-inference audit (python -m evals privacy)"
+    )
+    backend_parity: MetricBound | None = Field(
+        None,
+        description="floors on each fallback backend's agreement with the served model (python -m evals parity)",
     )
 
 
@@ -370,7 +375,34 @@ def privacy_checks(audit: PrivacyAudit | None, policy: PrivacyPolicy) -> list[Ga
     return checks
 
 
-def apply_gate(report: EvalReport, policy: GatePolicy, privacy: PrivacyAudit | None = None) -> GateResult:
+def parity_checks(parity: BackendParity | None, bound: MetricBound) -> list[GateCheck]:
+    """Each fallback backend's agreement with the served model against the floor; no report fails the gate."""
+    if parity is None:
+        return [
+            GateCheck(
+                name="backend parity",
+                passed=False,
+                detail="none given: the policy sets a floor on the fallbacks (python -m evals parity, then "
+                "--backend_parity)",
+            )
+        ]
+    if not parity.backends:
+        return [
+            GateCheck(name="backend parity", passed=False, detail="the report compares no fallback backend")
+        ]
+    checks = []
+    for name, figures in parity.backends.items():
+        for check in _bound_checks(f"backend parity {name} agreement", figures.agreement, bound):
+            checks.append(check.model_copy(update={"detail": check.detail.replace(" rows,", " cases,")}))
+    return checks
+
+
+def apply_gate(
+    report: EvalReport,
+    policy: GatePolicy,
+    privacy: PrivacyAudit | None = None,
+    parity: BackendParity | None = None,
+) -> GateResult:
     """Every check of the policy against the report (and the privacy audit, when the policy caps it); the gate
     passes when every counted check passes."""
     checks = _protocol_checks(report, policy)
@@ -383,5 +415,7 @@ def apply_gate(report: EvalReport, policy: GatePolicy, privacy: PrivacyAudit | N
         checks += red_team_checks(report.red_team, policy.red_team)
     if policy.privacy is not None:
         checks += privacy_checks(privacy, policy.privacy)
+    if policy.backend_parity is not None:
+        checks += parity_checks(parity, policy.backend_parity)
     counted = [c for c in checks if c.counted]
     return GateResult(passed=bool(counted) and all(c.passed for c in counted), checks=checks)

@@ -52,6 +52,11 @@ def _main(argv: list[str]) -> int:
         help="the adapter's membership-inference audit (python -m evals privacy); required when the policy caps it",
     )
     release.add_argument(
+        "--backend_parity",
+        type=Path,
+        help="the fallbacks' parity report (python -m evals parity) on the exports given with --export",
+    )
+    release.add_argument(
         "--export",
         type=Path,
         action="append",
@@ -114,6 +119,7 @@ def _main(argv: list[str]) -> int:
             None if args.embedder == "none" else args.embedder,
             args.guard,
             args.privacy_audit,
+            args.backend_parity,
         )
         print(f"release: {out}")
         if args.mlflow:

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from evals.backend_parity import CARD_MARK as PARITY_MARK
+from evals.backend_parity import BackendParity, parity_text
 from evals.gate import GateResult
 from evals.privacy import CARD_MARK, PrivacyAudit, audit_text
 from evals.report import EvalReport
@@ -47,6 +49,7 @@ def render_model_card(
     task: TaskCard | None = None,
     exports: list[dict[str, Any]] | None = None,
     privacy: PrivacyAudit | None = None,
+    parity: BackendParity | None = None,
 ) -> str:
     """The card; what the model is for (task, users, population, scope, risks) comes from `task`; `privacy`: the
     membership-inference audit of the released adapter, if one was run."""
@@ -230,6 +233,9 @@ Gaps between reportable subgroups:
 
 ## Exports (verified with the release, parity against the released model)
 {export_rows}
+
+{PARITY_MARK}
+{parity_text(parity) if parity else "No backend parity report goes with this release (python -m evals parity)."}
 
 ## Lineage
 {lineage_rows}

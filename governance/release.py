@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from evals.backend_parity import PARITY_FILE, load_parity
 from evals.gate import apply_gate, load_policy
 from evals.privacy import AUDIT_FILE, load_audit
 from evals.report import EvalReport
@@ -126,6 +127,7 @@ def create_release(
     embedder: str | None = EMBEDDED_EMBEDDER,
     guard: Path | None = None,
     privacy_audit: Path | None = None,
+    backend_parity: Path | None = None,
 ) -> Path:
     """A release is a serving bundle: the gate-passing merged model, the embedder and the edge exports the server
     loads (copied under `models/`), the card, eval report, gate result, lineage, and the manifest of every link of
@@ -152,7 +154,22 @@ def create_release(
                 f"the privacy audit in {privacy_audit} is of adapter {audit.adapter}, not of the adapter merged "
                 f"into {merged_dir}"
             )
-    gate = apply_gate(report, policy, audit)
+    parity = parity_manifest = None
+    if backend_parity is not None:
+        parity, parity_manifest = load_parity(backend_parity)
+        if parity.merged_hash != merged.content_hash:
+            raise ReleaseRefused(
+                f"the backend parity report in {backend_parity} is of {parity.merged_model}, not of the merged "
+                f"model in {merged_dir}"
+            )
+        carried = {verify_artifact(folder).content_hash for folder in exports or []}
+        for name, figures in parity.backends.items():
+            if figures.artifact not in carried:
+                raise ReleaseRefused(
+                    f"the backend parity report measured {name} ({figures.artifact[:19]}), an export this "
+                    "release does not carry (--export)"
+                )
+    gate = apply_gate(report, policy, audit, parity)
     if not gate.passed:
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
         raise ReleaseRefused(f"gate failed, no release written: {failing}")
@@ -161,6 +178,8 @@ def create_release(
     export_inputs, export_links, export_rows = export_entries(exports or [], merged, walk)
     lineage += export_links
     walk.walk(report_dir)
+    if backend_parity is not None:
+        walk.walk(backend_parity)
     if privacy_audit is not None:
         walk.walk(privacy_audit)  # the audit, its adapter and dataset: bundled links like the report's
     guard_manifest = None
@@ -225,12 +244,19 @@ def create_release(
                     kind="privacy_audit", name=audit_manifest.name, hash=audit_manifest.content_hash
                 )
             )
+        if parity is not None and parity_manifest is not None and backend_parity is not None:
+            shutil.copy(Path(backend_parity) / PARITY_FILE, tmp / PARITY_FILE)
+            inputs.append(
+                ArtifactInput(
+                    kind="backend_parity", name=parity_manifest.name, hash=parity_manifest.content_hash
+                )
+            )
         (tmp / "gate.json").write_text(gate.model_dump_json(indent=2) + "\n")
         (tmp / "lineage.json").write_text(
             json.dumps([link.model_dump() for link in lineage], indent=2) + "\n"
         )
         (tmp / "README.md").write_text(
-            render_model_card(name, merged_dir, report, gate, lineage, task, export_rows, audit)
+            render_model_card(name, merged_dir, report, gate, lineage, task, export_rows, audit, parity)
         )
         (tmp / "policy.yaml").write_text(policy_path.read_text())
         (tmp / "task.yaml").write_text(task_text)

@@ -239,17 +239,28 @@ def datasheet_text() -> str:
 
 
 def write_demo_dataset(
-    output_dir: Path, n_patients: int = 300, seed: int = 0, fractions: tuple[float, float] = SPLIT_FRACTIONS
+    output_dir: Path,
+    n_patients: int = 300,
+    seed: int = 0,
+    fractions: tuple[float, float] = SPLIT_FRACTIONS,
+    safety_examples: int = 0,
 ) -> dict[str, Path]:
     """Write train/validation/test JSONL and the datasheet to `output_dir` (atomically); return the files.
-    `fractions`: the train and validation shares of the patients (test gets the rest)."""
+    `fractions`: the train and validation shares of the patients (test gets the rest). `safety_examples`: that
+    many harmful requests with the answer the model should write instead, added to the train split only
+    (`hai_tools.demo_safety`; label `safety`, the screening columns empty)."""
+    from hai_tools.demo_safety import safety_records
+
     splits = split_by_patient(generate_cases(n_patients, seed), seed, fractions)
+    records = {split: [case.to_record() for case in cases] for split, cases in splits.items()}
+    columns = set(records["train"][0]) if records["train"] else set()
+    records["train"] += [{k: r.get(k) for k in columns} | r for r in safety_records(safety_examples, seed)]
     output_dir = Path(output_dir)
     with atomic_folder(output_dir) as tmp:
-        for split, cases in splits.items():
+        for split, rows in records.items():
             with open(tmp / f"{split}.jsonl", "w") as handle:
-                for case in cases:
-                    handle.write(json.dumps(case.to_record(), sort_keys=True) + "\n")
+                for row in rows:
+                    handle.write(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
         (tmp / "DATASHEET.md").write_text(datasheet_text())
         write_manifest(
             tmp,
@@ -261,9 +272,10 @@ def write_demo_dataset(
                     "n_patients": n_patients,
                     "seed": seed,
                     "fractions": {"train": fractions[0], "validation": fractions[1]},
+                    "safety_examples": safety_examples,
                 },
                 code_version=code_version(),
-                metrics={f"{split}_rows": len(cases) for split, cases in splits.items()},
+                metrics={f"{split}_rows": len(rows) for split, rows in records.items()},
             ),
         )
     return {split: output_dir / f"{split}.jsonl" for split in splits}

@@ -11,16 +11,13 @@ from typing import Any
 
 from hai_tools.audit import AuditedCall, AuditLog
 from hai_tools.demo_data import INSTRUCTION, LABEL_CHOICES, LABELS
+from hai_tools.demo_safety import reason_prompt
 from hai_tools.guard import Guard
 from hai_tools.safety import Abstention, SafetyPolicy
 from skills.backends.base import RequestRejected
 from skills.contracts import ReasonRequest, ReasonResult, ScreeningRequest, ScreeningResult
 from skills.failover import FailoverRouter
 
-REASON_INSTRUCTION = (
-    "You support a clinician. Answer the clinical question concisely for the clinician, then give the reasoning. "
-    "Answer as:\nAnswer: <text>\nRationale: <text>"
-)
 _FIELD = re.compile(r"^(answer|rationale)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -106,10 +103,7 @@ class ReasonerSkill:
         ):
             call.done("refused", detail="UnknownAdapter")
             raise UnknownAdapter(f"no backend serves adapter '{request.adapter}'")
-        context = "".join(f"\nEvidence {i + 1}: {c}" for i, c in enumerate(request.context))
-        messages = [
-            {"role": "user", "content": f"{REASON_INSTRUCTION}\n\nQuestion: {request.question}{context}"}
-        ]
+        messages = [{"role": "user", "content": reason_prompt(request.question, request.context)}]
         text, backend = await self._generate(call, messages, request.max_new_tokens, request.adapter)
         answer, rationale = parse_answer(text)
         identity = backend.identity("generate", request.adapter)

@@ -89,6 +89,12 @@ def _data_parser() -> argparse.ArgumentParser:
         default=SPLIT_FRACTIONS[1],
         help="share in validation; test: the rest",
     )
+    gen.add_argument(
+        "--safety_examples",
+        type=int,
+        default=0,
+        help="add this many harmful requests with safe answers to the train split (hai_tools.demo_safety)",
+    )
     guard = sub.add_parser("generate-guard", help="write (and register) the labelled guard dataset")
     guard.add_argument("--output_dir", type=Path, required=True)
     guard.add_argument("--register", metavar="NAME@VERSION", help="register it as this ref")
@@ -113,7 +119,12 @@ def _data(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
-        files = write_demo_dataset(args.output_dir, args.n_patients, args.seed, fractions)
+        if args.safety_examples < 0:
+            print("error: --safety_examples must be >= 0", file=sys.stderr)
+            return 2
+        files = write_demo_dataset(
+            args.output_dir, args.n_patients, args.seed, fractions, args.safety_examples
+        )
         for split, path in files.items():
             print(f"{split}\t{path}")
         return 0

@@ -16,10 +16,10 @@ import pytest
 
 from evals.gate import GatePolicy, load_policy, red_team_checks
 from evals.red_team import DEFAULT_SUITE, Grader, RedTeamResult, load_suite, run_red_team, select
+from hai_tools.demo_safety import reason_prompt
 from hai_tools.errors import ConfigError
 from hai_tools.guard import Guard
 from hai_tools.safety import default_policy
-from skills.reasoner_skill import REASON_INSTRUCTION
 from tests.conftest import SPECIALS, bpe_tokenizer, tiny_text_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def answering_model(folder: Path, answer: str, steps: int = 120) -> Path:
     from transformers import Gemma3ForCausalLM
 
     questions = [r["text"] for r in load_suite().requests]
-    prompts = [f"{REASON_INSTRUCTION}\n\nQuestion: {q}" for q in questions]
+    prompts = [reason_prompt(q) for q in questions]
     tokenizer = bpe_tokenizer([*prompts, answer], SPECIALS, 600)
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(tiny_text_config(tokenizer))
