@@ -96,6 +96,25 @@ def _main(argv: list[str]) -> int:
         type=Path,
         help="a `python -m evals privacy` folder (needed when the policy caps it)",
     )
+    gate.add_argument(
+        "--backend_parity",
+        type=Path,
+        help="a `python -m evals parity` folder (needed when the policy sets a floor)",
+    )
+    parity = sub.add_parser(
+        "parity", help="backend parity: the fallbacks' screening decisions beside the served model's"
+    )
+    parity.add_argument("merged", type=Path, help="the merged model the release serves")
+    parity.add_argument(
+        "--tflite", type=Path, action="append", required=True, help="a TFLite reasoner export (repeatable)"
+    )
+    parity.add_argument(
+        "--variant", choices=["int8", "fp32"], default="int8", help="the variant the server runs"
+    )
+    parity.add_argument("--dataset", default="demo-screening@2")
+    parity.add_argument("--split", default="test")
+    parity.add_argument("--limit", type=int)
+    parity.add_argument("--output_dir", type=Path, required=True)
     privacy = sub.add_parser(
         "privacy", help="membership-inference audit of an adapter (loss threshold and LiRA, with CIs)"
     )

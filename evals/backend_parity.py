@@ -46,6 +46,9 @@ class BackendFigures(BaseModel):
     variant: str | None = None
     agreement: MetricCI = Field(description="same label as the reference backend")
     accuracy: MetricCI = Field(description="the true label")
+    unanswered: int = Field(
+        0, description="cases the backend refused (e.g. a prompt over its on-device cache)"
+    )
     max_probability_diff: float = Field(description="largest |P(label)| difference from the reference")
 
 
@@ -68,11 +71,19 @@ def _rate(hits: int, n: int) -> MetricCI:
     return MetricCI(value=hits / n if n else None, low=low, high=high, n=n, method="wilson")
 
 
-async def _decide(backend: Any, records: list[dict[str, Any]]) -> list[dict[str, float]]:
+async def _decide(backend: Any, records: list[dict[str, Any]]) -> list[dict[str, float] | None]:
+    """Each case's label probabilities, or None where the backend refuses the request (e.g. a prompt longer than
+    an on-device cache): the fallback cannot serve that case, which counts against its agreement."""
+    from skills.backends.base import RequestRejected
+
     choices = list(LABEL_CHOICES)
-    answers = []
+    answers: list[dict[str, float] | None] = []
     for record in records:
-        probabilities = await backend.choose(list(record["prompt"]), choices)
+        try:
+            probabilities = await backend.choose(list(record["prompt"]), choices)
+        except RequestRejected:
+            answers.append(None)
+            continue
         answers.append({label: float(probabilities[c]) for label, c in zip(LABELS, choices, strict=True)})
     return answers
 
@@ -80,23 +91,25 @@ async def _decide(backend: Any, records: list[dict[str, Any]]) -> list[dict[str,
 def _figures(
     name: str,
     artifact: str,
-    answers: list[dict[str, float]],
-    reference: list[dict[str, float]],
+    answers: list[dict[str, float] | None],
+    reference: list[dict[str, float] | None],
     truth: list[str],
     variant: str | None = None,
 ) -> BackendFigures:
-    labels = [max(a, key=a.__getitem__) for a in answers]
-    reference_labels = [max(a, key=a.__getitem__) for a in reference]
+    labels = [max(a, key=a.__getitem__) if a else None for a in answers]
+    reference_labels = [max(a, key=a.__getitem__) if a else None for a in reference]
     n = len(labels)
+    both = [(a, r) for a, r in zip(answers, reference, strict=True) if a and r]
     return BackendFigures(
         backend=name,
         artifact=artifact,
         variant=variant,
-        agreement=_rate(sum(a == b for a, b in zip(labels, reference_labels, strict=True)), n),
-        accuracy=_rate(sum(a == t for a, t in zip(labels, truth, strict=True)), n),
-        max_probability_diff=max(
-            (abs(a[k] - r[k]) for a, r in zip(answers, reference, strict=True) for k in LABELS), default=0.0
+        agreement=_rate(
+            sum(a is not None and a == b for a, b in zip(labels, reference_labels, strict=True)), n
         ),
+        accuracy=_rate(sum(a == t for a, t in zip(labels, truth, strict=True)), n),
+        unanswered=sum(a is None for a in answers),
+        max_probability_diff=max((abs(a[k] - r[k]) for a, r in both for k in LABELS), default=0.0),
     )
 
 
@@ -129,7 +142,7 @@ def run_backend_parity(
     records = [dict(data[i]) for i in range(min(limit or len(data), len(data)))]
     truth = [str(r["label"]) for r in records]
 
-    async def score() -> tuple[list[dict[str, float]], dict[str, tuple[Path, list[dict[str, float]]]]]:
+    async def score() -> tuple[list[Any], dict[str, tuple[Path, list[Any]]]]:
         local = LocalBackend(reasoner=str(Path(merged_dir).resolve()))
         reference = await _decide(local, records)
         await local.close()
@@ -206,14 +219,13 @@ def parity_text(report: BackendParity) -> str:
 
     rows = "\n".join(
         f"| {f.backend}{f' ({f.variant})' if f.variant else ''} | {rate(f.agreement)} | {rate(f.accuracy)} | "
-        f"{f.max_probability_diff:.3f} |"
+        f"{f.unanswered} | {f.max_probability_diff:.3f} |"
         for f in [report.reference, *report.backends.values()]
     )
     return (
         f"Screening decisions on `{report.dataset}` ({report.split}, {report.n} cases), each backend against the "
         "served model through the local backend; Wilson 95% intervals. vLLM is not measured here (its choice "
         "needs logprobs, which no server on the build machines returns).\n\n"
-        "| backend | same label as served | true label | max P difference |\n|---|---|---|---|\n"
-        + rows
-        + "\n"
+        "| backend | same label as served | true label | not served | max P difference |\n"
+        "|---|---|---|---|---|\n" + rows + "\n"
     )
