@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,7 +165,7 @@ def _train_references(
     from hai_tools.registry import open_registry
     from hai_tools.registry.datasets import register_dataset
     from trainer.config import TrainConfig
-    from trainer.train import train
+    from trainer.train import run_dir_for, train
 
     store = open_registry(str(scratch / "registry.sqlite"))
     recipe = dict(manifest.config)
@@ -196,7 +197,10 @@ def _train_references(
             }
         )
         log.info("reference model %d of %d: %d records", i + 1, len(assignment), int(row.sum()))
-        adapters.append(train(config, store))
+        try:
+            adapters.append(train(config, store))
+        finally:  # its checkpoints and log hold a model of audited records: nothing of it outlives the audit
+            shutil.rmtree(run_dir_for(config), ignore_errors=True)
     return adapters
 
 

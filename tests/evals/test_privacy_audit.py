@@ -10,6 +10,7 @@ epochs with loss stuck at 5.4 per token); at 0.3 it memorises (members 4.3, non-
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
 from pathlib import Path
@@ -22,6 +23,10 @@ from evals.__main__ import main as evals_main
 from evals.gate import MetricBound, PrivacyPolicy, privacy_checks
 from evals.privacy import lira_offline, load_audit, reference_assignment, tpr_at_fpr
 from hai_tools.errors import ConfigError
+
+# the module's fixtures train four adapters on 1,000 records (about 4 minutes alone on 2 cores; beside another job
+# on the same cores, three times that)
+pytestmark = pytest.mark.timeout(2400)
 
 N = 1000  # members, and as many non-members
 WORDS = [
@@ -153,6 +158,8 @@ def test_an_overfit_adapter_is_caught_and_the_dp_adapter_is_not(audits: dict[str
         lira = private.figures["lira_offline_auc"]
         assert lira.high is not None and lira.high <= 0.6, lira
     assert private.differential_privacy and private.differential_privacy["epsilon"] <= 1.0
+    runs = [p.name for p in (Path(os.environ["HAI_HOME"]) / "runs").iterdir()]
+    assert not [r for r in runs if "-reference-" in r], runs  # the reference models' runs were removed
     card = (audits["plain"] / "README.md").read_text()
     assert plain.adapter_hash in card and "| loss threshold |" in card and "TPR at 1% FPR" in card
 
