@@ -106,7 +106,7 @@ DEMO_EVAL := $(OUT)/evals/screening-lora
 demo: demo-data demo-train demo-export demo-eval demo-release
 
 demo-data: install
-	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data --n_patients 500 --train_fraction 0.6 --safety_examples 120
+	$(PY) -m trainer data generate-demo --output_dir $(OUT)/demo-data --n_patients 500 --train_fraction 0.6
 	$(PY) -m trainer data register demo-screening@2 \
 	    --train $(OUT)/demo-data/train.jsonl --validation $(OUT)/demo-data/validation.jsonl \
 	    --test $(OUT)/demo-data/test.jsonl --license CC0-1.0 --patient-id-column patient_id \
@@ -133,6 +133,8 @@ demo-eval: install
 	    --n_resamples 300 --policy configs/gate_lenient.yaml \
 	    --suite evals/suites/screening_safety.yaml --suite_limit 1 --calibration_limit 2 \
 	    --guard $(OUT)/guard --red_team_size quick
+	$(PY) -m evals parity $(OUT)/merged/screening-lora --tflite $(OUT)/edge/student --dataset demo-screening@2 \
+	    --limit 100 --output_dir $(OUT)/evals/parity
 	$(PY) -m evals guard $(OUT)/guard --dataset guard@2 --output_dir $(OUT)/evals/guard \
 	    --policy configs/gate_guard.yaml || echo "guard gate: FAILED (figures above; report: $(OUT)/evals/guard/report.html)"
 
@@ -143,6 +145,7 @@ demo-release: install
 	    test -f $(OUT)/keys/release.key || $(PY) -m governance keygen --out $(OUT)/keys/release; \
 	    $(PY) -m governance release $(OUT)/merged/screening-lora --report $(DEMO_EVAL) \
 	        --policy configs/gate_lenient.yaml --key $(OUT)/keys/release.key --guard $(OUT)/guard \
+	        --export $(OUT)/edge/student --backend_parity $(OUT)/evals/parity \
 	        --output_dir $(OUT)/releases/screening-lora && \
 	    $(PY) -m governance verify $(OUT)/releases/screening-lora --public_key $(OUT)/keys/release.pub && \
 	    echo "model card: $(OUT)/releases/screening-lora/README.md"; \
