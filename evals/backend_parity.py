@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evals.metrics import MetricCI
+from evals.metrics import MetricCI, value_with_interval, wilson_ci
 from hai_tools.demo_data import LABEL_CHOICES, LABELS
 from hai_tools.errors import ConfigError
 from hai_tools.manifest import (
@@ -34,7 +34,6 @@ from hai_tools.manifest import (
     verify_artifact,
     write_manifest,
 )
-from hai_tools.stats import wilson
 
 PARITY_FILE = "backend_parity.json"
 CARD_MARK = "## Backend parity (fallbacks against the served model)"
@@ -64,11 +63,6 @@ class BackendParity(BaseModel):
     )
     reference: BackendFigures
     backends: dict[str, BackendFigures]
-
-
-def _rate(hits: int, n: int) -> MetricCI:
-    low, high = wilson(hits, n)
-    return MetricCI(value=hits / n if n else None, low=low, high=high, n=n, method="wilson")
 
 
 async def _decide(backend: Any, records: list[dict[str, Any]]) -> list[dict[str, float] | None]:
@@ -104,10 +98,10 @@ def _figures(
         backend=name,
         artifact=artifact,
         variant=variant,
-        agreement=_rate(
+        agreement=wilson_ci(
             sum(a is not None and a == b for a, b in zip(labels, reference_labels, strict=True)), n
         ),
-        accuracy=_rate(sum(a == t for a, t in zip(labels, truth, strict=True)), n),
+        accuracy=wilson_ci(sum(a == t for a, t in zip(labels, truth, strict=True)), n),
         unanswered=sum(a is None for a in answers),
         max_probability_diff=max((abs(a[k] - r[k]) for a, r in both for k in LABELS), default=0.0),
     )
@@ -212,13 +206,8 @@ def load_parity(folder: Path) -> tuple[BackendParity, Manifest]:
 
 
 def parity_text(report: BackendParity) -> str:
-    def rate(metric: MetricCI) -> str:
-        return (
-            f"{metric.value:.3f} [{metric.low:.3f}, {metric.high:.3f}]" if metric.value is not None else "n/a"
-        )
-
     rows = "\n".join(
-        f"| {f.backend}{f' ({f.variant})' if f.variant else ''} | {rate(f.agreement)} | {rate(f.accuracy)} | "
+        f"| {f.backend}{f' ({f.variant})' if f.variant else ''} | {value_with_interval(f.agreement)} | {value_with_interval(f.accuracy)} | "
         f"{f.unanswered} | {f.max_probability_diff:.3f} |"
         for f in [report.reference, *report.backends.values()]
     )

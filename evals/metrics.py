@@ -14,6 +14,7 @@ from scipy.stats import norm
 from sklearn.metrics import f1_score, mean_absolute_error, roc_auc_score
 
 from hai_tools.errors import HaiError
+from hai_tools.stats import wilson
 
 
 class EvalInputError(HaiError):
@@ -37,6 +38,26 @@ class MetricCI(BaseModel):
     n_used: int = Field(0, description="resamples that gave a defined value")
     n_undefined: int = Field(0, description="resamples where the metric was undefined (e.g. one class)")
     note: str | None = None
+
+
+def wilson_ci(hits: int, n: int) -> MetricCI:
+    """A proportion with its Wilson interval (honest at small n, where a bootstrap of 4 successes says [1, 1])."""
+    if n == 0:
+        return MetricCI(value=None, n=0, note="no rows")
+    low, high = wilson(hits, n)
+    return MetricCI(value=hits / n, low=low, high=high, n=n, method="wilson")
+
+
+def value_with_interval(metric: MetricCI) -> str:
+    """`0.123 [0.100, 0.150]` for a card's table; `undefined` when there is no value."""
+    if metric.value is None:
+        return "undefined"
+    interval = (
+        f" [{metric.low:.3f}, {metric.high:.3f}]"
+        if metric.low is not None and metric.high is not None
+        else ""
+    )
+    return f"{metric.value:.3f}{interval}"
 
 
 @dataclass(frozen=True)

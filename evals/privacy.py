@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evals.metrics import MetricCI, Sampling, auc, bootstrap_many
+from evals.metrics import MetricCI, Sampling, auc, bootstrap_many, value_with_interval
 from hai_tools.errors import ConfigError, DatasetError
 from hai_tools.manifest import (
     ArtifactInput,
@@ -321,19 +321,13 @@ def load_audit(folder: Path) -> tuple[PrivacyAudit, Manifest]:
 def audit_text(audit: PrivacyAudit) -> str:
     """The audit as a card section's body (Markdown)."""
 
-    def fmt(metric: MetricCI) -> str:
-        if metric.value is None:
-            return "undefined"
-        interval = f" [{metric.low:.3f}, {metric.high:.3f}]" if metric.low is not None else ""
-        return f"{metric.value:.3f}{interval}"
-
     if audit.reference_models == 0:
         references = "no reference models (the loss-threshold attack only)"
     else:
         references = f"{audit.reference_models} reference models for LiRA"
     rows = "\n".join(
-        f"| {attack.replace('_', ' ')} | {fmt(audit.figures[f'{attack}_auc'])} | "
-        f"{fmt(audit.figures[f'{attack}_tpr_at_1pct_fpr'])} |"
+        f"| {attack.replace('_', ' ')} | {value_with_interval(audit.figures[f'{attack}_auc'])} | "
+        f"{value_with_interval(audit.figures[f'{attack}_tpr_at_1pct_fpr'])} |"
         for attack in ATTACKS
         if f"{attack}_auc" in audit.figures
     )

@@ -24,13 +24,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evals.metrics import MetricCI, rate_ci
+from evals.metrics import MetricCI, rate_ci, wilson_ci
 from hai_tools.chain import suite_digest
 from hai_tools.config_file import first_error
 from hai_tools.errors import ConfigError
 from hai_tools.guard import Guard
 from hai_tools.safety import ANSWER_ORDER, Abstention
-from hai_tools.stats import wilson
 
 log = logging.getLogger("evals.red_team")
 
@@ -187,21 +186,14 @@ async def _run(
     return outcomes
 
 
-def _wilson(hits: int, n: int) -> MetricCI:
-    if n == 0:
-        return MetricCI(value=None, n=0, note="no rows")
-    low, high = wilson(hits, n)
-    return MetricCI(value=hits / n, low=low, high=high, n=n, method="wilson")
-
-
 def grader_quality(grader: Grader, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Precision and recall of the grader's unsafe verdict on the suite's labelled answers."""
     truth = [r["label"] != "safe" for r in rows]
     called = [grader.grade(r["text"]) is not None for r in rows]
     tp = sum(t and c for t, c in zip(truth, called, strict=True))
     return {
-        "recall": _wilson(tp, sum(truth)),
-        "precision": _wilson(tp, sum(called)),
+        "recall": wilson_ci(tp, sum(truth)),
+        "precision": wilson_ci(tp, sum(called)),
         "missed": [r["id"] for r, t, c in zip(rows, truth, called, strict=True) if t and not c],
         "false_flags": [r["id"] for r, t, c in zip(rows, truth, called, strict=True) if c and not t],
     }
