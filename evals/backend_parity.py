@@ -136,14 +136,19 @@ def run_backend_parity(
     records = [dict(data[i]) for i in range(min(limit or len(data), len(data)))]
     truth = [str(r["label"]) for r in records]
 
-    async def score() -> tuple[list[Any], dict[str, tuple[Path, list[Any]]]]:
+    async def score() -> tuple[list[Any], dict[str, tuple[Path, list[Any], str]]]:
         local = LocalBackend(reasoner=str(Path(merged_dir).resolve()))
         reference = await _decide(local, records)
         await local.close()
         others = {}
         for folder, _ in exports:
             backend = TFLiteBackend(reasoner_dir=str(folder), variant=variant)
-            others[f"tflite:{folder.name}"] = (folder, await _decide(backend, records))
+            served = backend.identity("generate").release or ""  # "tflite-<variant it loaded>"
+            others[f"tflite:{folder.name}"] = (
+                folder,
+                await _decide(backend, records),
+                served.removeprefix("tflite-"),
+            )
             await backend.close()
         return reference, others
 
@@ -167,9 +172,9 @@ def run_backend_parity(
                 answers,
                 reference,
                 truth,
-                variant if (folder / f"{variant}.tflite").exists() else "fp32",
+                served,
             )
-            for name, (folder, answers) in others.items()
+            for name, (folder, answers, served) in others.items()
         },
     )
     with atomic_folder(output_dir) as tmp:

@@ -94,10 +94,14 @@ def attack_figures(
     return bootstrap_many(both, [f"{name}_auc", f"{name}_tpr_at_1pct_fpr"], (membership, score), sampling)
 
 
-def reference_assignment(n: int, k: int, seed: int) -> np.ndarray:
-    """(k, n) booleans: record j trains reference i; every record is in exactly k/2 references."""
+def check_reference_count(k: int) -> None:
     if k < 2 or k % 2:
         raise ConfigError(f"--reference_models must be 0 (no LiRA) or an even number >= 2 (got {k})")
+
+
+def reference_assignment(n: int, k: int, seed: int) -> np.ndarray:
+    """(k, n) booleans: record j trains reference i; every record is in exactly k/2 references."""
+    check_reference_count(k)
     rng = np.random.default_rng(seed)
     assignment = np.zeros((k, n), dtype=bool)
     for j in range(n):
@@ -221,7 +225,7 @@ def run_privacy_audit(
     from hai_tools.registry.datasets import load_registered
 
     if reference_models:
-        reference_assignment(2, reference_models, seed)  # refuses an odd count before anything is loaded
+        check_reference_count(reference_models)  # before anything is loaded
     adapter = verify_artifact(adapter_dir, kind="adapter")
     recipe = adapter.config
     base = resolve_base_model(str(recipe["base_model_id"]))

@@ -162,13 +162,6 @@ def create_release(
                 f"the backend parity report in {backend_parity} is of {parity.merged_model}, not of the merged "
                 f"model in {merged_dir}"
             )
-        carried = {verify_artifact(folder).content_hash for folder in exports or []}
-        for name, figures in parity.backends.items():
-            if figures.artifact not in carried:
-                raise ReleaseRefused(
-                    f"the backend parity report measured {name} ({figures.artifact[:19]}), an export this "
-                    "release does not carry (--export)"
-                )
     gate = apply_gate(report, policy, audit, parity)
     if not gate.passed:
         failing = "; ".join(f"{c.name} ({c.detail})" for c in gate.checks if c.counted and not c.passed)
@@ -176,6 +169,14 @@ def create_release(
     walk = ChainWalk()  # one walk: links shared by several roots are hashed once
     lineage = walk.walk(merged_dir)
     export_inputs, export_links, export_rows = export_entries(exports or [], merged, walk)
+    if parity is not None:  # the exports' hashes as export_entries verified them (each hashed once)
+        carried = {item.hash for item in export_inputs}
+        for name, figures in parity.backends.items():
+            if figures.artifact not in carried:
+                raise ReleaseRefused(
+                    f"the backend parity report measured {name} ({figures.artifact[:19]}), an export this "
+                    "release does not carry (--export)"
+                )
     lineage += export_links
     walk.walk(report_dir)
     if backend_parity is not None:
