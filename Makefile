@@ -123,17 +123,17 @@ demo-export: install tflite-env
 	$(PY) -m export merge $(OUT)/adapters/screening-lora --output_dir $(OUT)/merged/screening-lora
 	$(PY) -m export vllm-recipe $(OUT)/merged/screening-lora --output_dir $(OUT)/serving/screening-lora
 	$(PY) -m export tflite --embedder embedded:all-minilm-l6-v2 --output_dir $(OUT)/edge/minilm
-	$(PY) -m export distill $(OUT)/merged/screening-lora --output_dir $(OUT)/students/screening \
-	    --max_steps 8 --per_device_train_batch_size 2 --max_length 160
-	$(PY) -m export tflite --causal_lm $(OUT)/students/screening --output_dir $(OUT)/edge/student
-	$(PY) -m export verify $(OUT)/edge/student
+	$(PY) -m export tflite --causal_lm $(OUT)/merged/screening-lora --output_dir $(OUT)/edge/reasoner \
+	    --seq_len 192 --prefill_len 128 --int8_recipe weight_only \
+	    --dataset demo-screening@2 --agreement_limit 40 --agreement_steps 16
+	$(PY) -m export verify $(OUT)/edge/reasoner
 
 demo-eval: install
 	$(PY) -m evals run $(OUT)/merged/screening-lora --dataset demo-screening@2 --output_dir $(DEMO_EVAL) \
 	    --n_resamples 300 --policy configs/gate_lenient.yaml \
 	    --suite evals/suites/screening_safety.yaml --suite_limit 1 --calibration_limit 2 \
 	    --guard $(OUT)/guard --red_team_size quick
-	$(PY) -m evals parity $(OUT)/merged/screening-lora --tflite $(OUT)/edge/student --dataset demo-screening@2 \
+	$(PY) -m evals parity $(OUT)/merged/screening-lora --tflite $(OUT)/edge/reasoner --dataset demo-screening@2 \
 	    --limit 100 --output_dir $(OUT)/evals/parity
 	$(PY) -m evals guard $(OUT)/guard --dataset guard@2 --output_dir $(OUT)/evals/guard \
 	    --policy configs/gate_guard.yaml || echo "guard gate: FAILED (figures above; report: $(OUT)/evals/guard/report.html)"
@@ -145,7 +145,7 @@ demo-release: install
 	    test -f $(OUT)/keys/release.key || $(PY) -m governance keygen --out $(OUT)/keys/release; \
 	    $(PY) -m governance release $(OUT)/merged/screening-lora --report $(DEMO_EVAL) \
 	        --policy configs/gate_lenient.yaml --key $(OUT)/keys/release.key --guard $(OUT)/guard \
-	        --export $(OUT)/edge/student --backend_parity $(OUT)/evals/parity \
+	        --export $(OUT)/edge/reasoner --backend_parity $(OUT)/evals/parity \
 	        --output_dir $(OUT)/releases/screening-lora && \
 	    $(PY) -m governance verify $(OUT)/releases/screening-lora --public_key $(OUT)/keys/release.pub && \
 	    echo "model card: $(OUT)/releases/screening-lora/README.md"; \

@@ -24,7 +24,8 @@ os.environ.setdefault("USE_TF", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from export.onnx_export import EMBED_LONG, EMBED_SENTENCES
-from export.tflite import export_tflite, greedy_decode_torch
+from export.parity import greedy_decode_torch
+from export.tflite import export_tflite
 from hai_tools.litert import LiteRTCausalLM, TFLiteModel, embed_tflite
 from hai_tools.manifest import verify_artifact
 

@@ -27,8 +27,8 @@ FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+
 def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
     """name -> (arguments, artifacts it needs)."""
     edge = ["--embedder_dir", str(out / "edge/minilm")]
-    if (out / "edge/student").exists():  # the distilled reasoner of make demo, when it was built
-        edge += ["--causal_lm_dir", str(out / "edge/student")]
+    if (out / "edge/reasoner").exists():  # the on-device reasoner of make demo, when it was built
+        edge += ["--causal_lm_dir", str(out / "edge/reasoner")]
     full: dict[str, tuple[list[str], list[Path]]] = {
         "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "stateless"], []),
         "load": (["bench/load.py"], []),
@@ -49,7 +49,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
         "embed_batching": ["--calls", "16", "--callers", "4", "--repeats", "1"],
         "generate_batching": ["--callers", "3", "--tokens", "4", "--repeats", "1"],
         "model_load": ["--quick"],
-        "train_overhead": ["--steps", "2", "--batch", "2", "--repeats", "1"],
+        "train_overhead": ["--steps", "2", "--batch", "2", "--repeats", "1", "--eval_records", "4"],
         "base_verify": ["--repeats", "1"],
         "bias_audit": ["--quick", "--repeats", "1"],
         "guard_latency": ["--repeats", "20"],

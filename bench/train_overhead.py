@@ -5,6 +5,12 @@ completion-only labels), batch size, steps, learning rate and optimiser (AdamW).
 time); repeats interleaved; min/median/max;
 `ratio=` bare loop time / trainer loop time (> 1: the trainer is faster). Minimum 0.95x, goal 1.3x.
 
+The trainer runs with its speed choices on (length-grouped batches of the same records, completion-only loss on the
+labelled positions, the fused AdamW); the quality check: each side's adapter is scored by one function (mean
+completion-token loss of the first `--eval_records` validation records, outside the timed loop), each repeat
+with its own seed on both sides, and the gap of the medians is compared with the seed-to-seed spread
+(`eval_loss_gap=`; within noise when it is no larger than the widest side's range).
+
     .venv/bin/python bench/train_overhead.py [--steps 8] [--batch 4] [--repeats 2]
     .venv/bin/python bench/train_overhead.py --base_model_id DIR --dataset REF --steps 2 --repeats 1   # quick
 """
@@ -24,6 +30,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def eval_loss(model: object, tokenizer: object, args: argparse.Namespace) -> float:
+    """Mean completion-token loss on the first `--eval_records` validation records, one at a time (no padding):
+    the same function scores both sides."""
+    import torch
+
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import load_registered
+    from trainer.dp import _tokenize
+
+    _, splits = load_registered(open_registry(), args.dataset)
+    validation = splits["validation"]
+    rows = _tokenize(
+        validation.select(range(min(args.eval_records, len(validation)))), tokenizer, args.max_length
+    )
+    total = count = 0.0
+    model.eval()  # type: ignore[attr-defined]
+    with torch.no_grad():
+        for ids, labels in rows:
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()  # type: ignore[operator]
+            target = torch.tensor(labels[1:])
+            total += float(
+                torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
+            )
+            count += int((target != -100).sum())
+    return total / count
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """The trainer side's adapter, loaded on its base, scored by `eval_loss`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hai_tools.models import resolve_base_model
+    from trainer.train import _load_tokenizer
+
+    base = resolve_base_model(args.base_model_id)
+    model = AutoModelForCausalLM.from_pretrained(base.path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, args.evaluate)
+    print(json.dumps({"eval_loss": eval_loss(model, _load_tokenizer(base), args)}))
+
+
 def bare(args: argparse.Namespace) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -36,7 +84,7 @@ def bare(args: argparse.Namespace) -> None:
     from trainer.train import _load_tokenizer
 
     started = time.perf_counter()
-    torch.manual_seed(42)
+    torch.manual_seed(args.seed)
     base = resolve_base_model(args.base_model_id)
     tokenizer = _load_tokenizer(base)
     _, splits = load_registered(open_registry(), args.dataset)
@@ -60,19 +108,20 @@ def bare(args: argparse.Namespace) -> None:
         optimiser.step()
         optimiser.zero_grad()
     end = time.perf_counter()
-    print(json.dumps({"loop_s": end - loop, "wall_s": end - started, "loss": float(loss)}))
+    figures = {"loop_s": end - loop, "wall_s": end - started, "loss": float(loss)}
+    print(json.dumps({**figures, "eval_loss": eval_loss(model, tokenizer, args)}))
 
 
-def _bare(env: dict[str, str]) -> dict[str, float]:
+def _child(extra: list[str], env: dict[str, str], what: str) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, __file__, "--bare", *sys.argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, __file__, *sys.argv[1:], *extra], cwd=ROOT, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise SystemExit(f"bare loop failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"{what} failed: {done.stderr.strip().splitlines()[-1:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def trainer(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[str, float]:
+def trainer(args: argparse.Namespace, home: Path, env: dict[str, str], seed: int) -> dict[str, float]:
     out = home / "adapter"
     started = time.perf_counter()
     command = [
@@ -88,6 +137,7 @@ def trainer(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
     command += ["--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch)]
     command += ["--learning_rate", str(args.learning_rate), "--max_length", str(args.max_length)]
     command += ["--max_train_samples", str(args.steps * args.batch), "--lr_scheduler_type", "constant"]
+    command += ["--seed", str(seed), "--group_by_length", "--lora_dropout", "0.05"]
     command += [
         "--warmup_steps",
         "0",
@@ -106,7 +156,8 @@ def trainer(args: argparse.Namespace, home: Path, env: dict[str, str]) -> dict[s
     logged = [json.loads(line[line.index("{") :]) for line in log.read_text().splitlines() if ": {" in line]
     runtime = [entry["train_runtime"] for entry in logged if "train_runtime" in entry][-1]
     evaluating = sum(entry.get("eval_runtime", 0.0) for entry in logged)  # the end-of-training evaluation
-    return {"loop_s": float(runtime) - evaluating, "wall_s": wall}
+    scored = _child(["--evaluate", str(out)], env, "evaluating the trainer's adapter")
+    return {"loop_s": float(runtime) - evaluating, "wall_s": wall, "eval_loss": scored["eval_loss"]}
 
 
 def main() -> None:
@@ -118,20 +169,31 @@ def main() -> None:
     parser.add_argument("--max_length", type=int, default=192)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--eval_records", type=int, default=32, help="validation records scored on each side")
+    parser.add_argument("--seed", type=int, default=42, help="first repeat's seed (repeat k: seed + k)")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--evaluate", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         bare(args)
+        return
+    if args.evaluate:
+        evaluate(args)
         return
     from hai_tools.settings import models_dir, registry_url
 
     times: dict[str, list[dict[str, float]]] = {"trainer": [], "bare": []}
     shared = {"HAI_MODELS": str(models_dir()), "HAI_REGISTRY": registry_url()}  # the dataset's registry
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        seed = args.seed + repeat  # both sides of a repeat share its seed; repeats differ (the noise)
         for side in ("trainer", "bare"):  # interleaved, each in a fresh home: no resume, no shared runs
             with tempfile.TemporaryDirectory() as scratch:
                 env = {**os.environ, **shared, "HAI_HOME": scratch, "HF_HUB_OFFLINE": "1", "USE_TF": "0"}
-                times[side].append(trainer(args, Path(scratch), env) if side == "trainer" else _bare(env))
+                times[side].append(
+                    trainer(args, Path(scratch), env, seed)
+                    if side == "trainer"
+                    else _child(["--bare", "--seed", str(seed)], env, "bare loop")
+                )
     print(f"{args.steps} steps x batch {args.batch}, max_length {args.max_length}, {args.base_model_id}; "
           f"{os.cpu_count()} CPUs; {args.repeats} interleaved repeats")  # fmt: skip
     print(f"{'side':<10} {'loop min/median/max s':>26} {'wall median s':>14}")
@@ -143,6 +205,14 @@ def main() -> None:
         [r["loop_s"] for r in times["trainer"]]
     )
     print(f"ratio={ratio:.2f} (bare loop time / trainer loop time; minimum 0.95, goal 1.3)")
+    losses = {side: [r["eval_loss"] for r in runs] for side, runs in times.items()}
+    gap = statistics.median(losses["trainer"]) - statistics.median(losses["bare"])
+    noise = max(max(v) - min(v) for v in losses.values())
+    for side, values in losses.items():
+        print(f"eval_loss {side:<8} median {statistics.median(values):.4f} (seeds: "
+              + ", ".join(f"{v:.4f}" for v in values) + ")")  # fmt: skip
+    verdict = "within" if abs(gap) <= noise else "OUTSIDE"
+    print(f"eval_loss_gap={gap:+.4f} (trainer - bare medians; seed spread {noise:.4f}: {verdict} noise)")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ python -m evals run out/merged/screening-lora --dataset demo-screening@2 --outpu
 python -m evals gate out/evals/screening-lora --policy configs/gate_lenient.yaml
 python -m evals suite evals/suites/screening_safety.yaml --model out/merged/screening-lora --output_dir out/suite
 python -m evals guard out/guard --dataset guard@2 --output_dir out/evals/guard --policy configs/gate_guard.yaml
-python -m evals parity out/merged/screening-lora --tflite out/edge/student --output_dir out/evals/parity
+python -m evals parity out/merged/screening-lora --tflite out/edge/reasoner --output_dir out/evals/parity
 python -m evals privacy out/adapters/screening-lora --dataset demo-screening@2 --output_dir out/evals/privacy
 """
 

@@ -68,6 +68,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
     tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
+    tfl.add_argument(
+        "--int8_recipe",
+        choices=["dynamic", "weight_only"],
+        default="dynamic",
+        help="int8 weights with int8 activations (dynamic, fastest) or float32 compute (weight_only, closest)",
+    )
+    agree = tfl.add_argument_group(
+        "causal LM: agreement with the served model (each variant below a floor is not written; none left: refused)"
+    )
+    agree.add_argument("--dataset", help="registered dataset whose eval split the reasoner is measured on")
+    agree.add_argument(
+        "--teacher",
+        help="the served model it stands in for (default: itself if merged, or a student's teacher)",
+    )
+    agree.add_argument("--agreement_split", default="test")
+    agree.add_argument(
+        "--agreement_limit", type=int, default=100, help="cases measured (first N of the split)"
+    )
+    agree.add_argument("--agreement_steps", type=int, default=32, help="teacher's greedy tokens per case")
+    agree.add_argument(
+        "--min_label_agreement", type=float, default=0.9, help="same screening label as the teacher"
+    )
+    agree.add_argument(
+        "--min_token_agreement", type=float, default=0.8, help="top-1 tokens along the teacher's answer"
+    )
+    agree.add_argument(
+        "--max_size_ratio", type=float, default=0.30, help="file bytes / the teacher's weight bytes"
+    )
     dist = sub.add_parser(
         "distill", help="distil a merged teacher into a small Gemma-3 student (TRL GKD, off-policy)"
     )
@@ -119,9 +147,22 @@ def _main(argv: list[str]) -> int:
         out = export_onnx(args.embedder or args.causal_lm, args.output_dir, kind, args.tolerance)
         print(f"onnx {kind}: {out / 'model.onnx'}")
     elif args.action == "tflite":
-        from export.tflite import export_tflite
+        from export.edge_agreement import AgreementFloors
+        from export.tflite import TeacherCheck, export_tflite
 
         kind = "embedder" if args.embedder else "causal_lm"
+        check = None
+        if kind == "causal_lm" and args.dataset:
+            check = TeacherCheck(
+                dataset=args.dataset,
+                teacher=args.teacher,
+                split=args.agreement_split,
+                limit=args.agreement_limit,
+                steps=args.agreement_steps,
+                floors=AgreementFloors(
+                    args.min_label_agreement, args.min_token_agreement, args.max_size_ratio
+                ),
+            )
         out = export_tflite(
             args.embedder or args.causal_lm,
             args.output_dir,
@@ -130,6 +171,8 @@ def _main(argv: list[str]) -> int:
             args.decode_steps,
             not args.no_int8,
             args.prefill_len,
+            check,
+            args.int8_recipe,
         )
         print(f"tflite {kind}: {out}")
     elif args.action == "distill":

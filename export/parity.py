@@ -45,3 +45,22 @@ def top1_agreement(first: list[Any], second: list[Any]) -> float:
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         total += a.shape[0] * a.shape[1]
     return agree / total
+
+
+def greedy_decode_torch(model: Any, prompt: list[int], steps: int) -> list[int]:
+    """`steps` greedy tokens with a KV cache, argmax at every step (end-of-sequence included, as the LiteRT loop
+    decodes): the parity reference and the bench's baseline, a bare loop without `generate`'s processors."""
+    import torch
+
+    tokens: list[int] = []
+    with torch.no_grad():
+        # the LM head on the last position only (Gemma 3's is 262,144 words wide)
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        for _ in range(steps):
+            tokens.append(int(out.logits[0, -1].argmax()))
+            if len(tokens) == steps:
+                break
+            out = model(
+                input_ids=torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True
+            )
+    return tokens

@@ -4,7 +4,8 @@ runs each variant in the LiteRT interpreter against PyTorch and writes only the 
 
     make tflite-env   # once: the converter environment (.venv-tflite)
     python -m export tflite --embedder embedded:all-minilm-l6-v2 --output_dir out/edge/minilm
-    python -m export tflite --causal_lm out/students/screening --output_dir out/edge/student
+    python -m export tflite --causal_lm out/merged/screening-lora --output_dir out/edge/reasoner \
+        --int8_recipe weight_only --dataset demo-screening@2   # measured against the served model, floors applied
 """
 
 from __future__ import annotations
@@ -15,17 +16,27 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.edge_agreement import AgreementFloors, TeacherCases, edge_agreement, refusals, teacher_cases
 from export.merge import ParityError
 from export.onnx_export import EMBED_LONG, EMBED_SENTENCES, MeanPooledEmbedder
-from export.parity import PARITY_PROMPTS
-from hai_tools.errors import HaiError
+from export.parity import PARITY_PROMPTS, greedy_decode_torch
+from hai_tools.errors import ConfigError, HaiError
 from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite
-from hai_tools.manifest import Manifest, atomic_folder, code_version, library_versions, write_manifest
+from hai_tools.manifest import (
+    ArtifactInput,
+    Manifest,
+    atomic_folder,
+    code_version,
+    library_versions,
+    load_manifest,
+    write_manifest,
+)
 from hai_tools.models import EMBED_MAX_TOKENS, check_architecture, resolve_base_model
 
 log = logging.getLogger("export")
@@ -36,6 +47,9 @@ LIBRARIES = ("torch", "transformers", "ai-edge-litert", "hai-tools")
 # Gates per variant: (metric, minimum). int8 must also be at most 30% of the fp32 file.
 EMBEDDER_GATES = {"fp32": 0.9999, "int8": 0.99}
 INT8_MAX_SIZE_RATIO = 0.30
+# ai-edge-quantizer recipes for the int8 variant: dynamic quantises activations too (fastest on CPU); weight_only
+# stores int8 weights and computes in float32 (the same size, closer to the float model, as fast as fp32).
+INT8_RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight_only": "weight_only_wi8_afp32"}
 
 
 class ConversionError(HaiError):
@@ -74,24 +88,6 @@ def run_converter(job: dict[str, Any], timeout: int = 3600) -> None:
         raise ConversionError(
             f"TFLite conversion of {job['kind']} failed: {lines[-1] if lines else proc.returncode}"
         )
-
-
-def greedy_decode_torch(model: Any, prompt: list[int], steps: int) -> list[int]:
-    """`steps` greedy tokens with a KV cache, argmax at every step (end-of-sequence included, as the LiteRT loop
-    decodes): the parity reference and the bench's baseline, a bare loop without `generate`'s processors."""
-    import torch
-
-    tokens: list[int] = []
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-        for _ in range(steps):
-            tokens.append(int(out.logits[0, -1].argmax()))
-            if len(tokens) == steps:
-                break
-            out = model(
-                input_ids=torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True
-            )
-    return tokens
 
 
 def _latency_ms(fn: Any, repeats: int = 10) -> float:
@@ -184,6 +180,63 @@ def _evaluate_causal_lm(
     return results
 
 
+@dataclass(frozen=True)
+class TeacherCheck:
+    """What an on-device reasoner is measured against (`export/edge_agreement.py`): the served model it stands in
+    for (default: the merged model itself, or a distilled student's teacher from its manifest), on `split` of a
+    registered dataset (`limit` cases, `steps` greedy tokens each), and the floors a variant must clear."""
+
+    dataset: str
+    teacher: str | None = None
+    split: str = "test"
+    limit: int | None = 100
+    steps: int = 32
+    floors: AgreementFloors = field(default_factory=AgreementFloors)
+
+
+def _teacher_dir(model_dir: Path, teacher: str | None) -> Path:
+    if teacher:
+        folder = Path(resolve_base_model(teacher).path)
+        check_architecture(folder, "causal_lm")
+        return folder
+    kind = load_manifest(model_dir).kind if (model_dir / "manifest.json").exists() else None
+    if kind == "merged_model":
+        return model_dir
+    if kind == "distilled_model":
+        source = next(i for i in load_manifest(model_dir).inputs if i.kind == "merged_model" and i.uri)
+        return Path(str(source.uri))
+    raise ConfigError(
+        f"{model_dir} is not a merged or distilled model: name the served model it stands in for with --teacher"
+    )
+
+
+def _teacher_setup(model_dir: Path, tokenizer: Any, check: TeacherCheck) -> tuple[Path, Any, list[Any]]:
+    """Everything the agreement needs, checked before anything is converted: the teacher, its tokenizer (the
+    same vocabulary, or token agreement means nothing) and the eval cases."""
+    from transformers import AutoTokenizer
+
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import load_registered
+
+    if check.limit is not None and check.limit < 1:
+        raise ConfigError(f"--agreement_limit {check.limit} must be at least 1")
+    if check.steps < 1:
+        raise ConfigError(f"--agreement_steps {check.steps} must be at least 1")
+    teacher = _teacher_dir(model_dir, check.teacher)
+    if not teacher.exists():
+        raise ConfigError(f"the teacher {teacher} does not exist")
+    if AutoTokenizer.from_pretrained(teacher).get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"{model_dir} and its teacher {teacher} tokenise differently: token agreement would compare unrelated ids"
+        )
+    record, splits = load_registered(open_registry(), check.dataset)
+    if check.split not in splits:
+        raise ConfigError(f"{record.ref} has no '{check.split}' split (has: {', '.join(splits)})")
+    data = splits[check.split]
+    records = [dict(data[i]) for i in range(min(check.limit or len(data), len(data)))]
+    return teacher, record, records
+
+
 def export_tflite(
     model_id: str,
     output_dir: Path,
@@ -192,15 +245,25 @@ def export_tflite(
     decode_steps: int = 32,
     int8: bool = True,
     prefill_len: int | None = None,
+    check: TeacherCheck | None = None,
+    int8_recipe: str = "dynamic",
 ) -> Path:
     """Convert, then keep each variant that passes its gate; fail (write nothing) if fp32 fails. A causal LM
     gets a `prefill_<prefill_len>` signature (default seq_len / 2); longer prompts fill the rest of the cache
-    by decode steps."""
+    by decode steps. A causal LM is also measured against its teacher on an eval set (`check`, required): only
+    variants that clear the agreement floors are written, and with none it refuses."""
     from transformers import AutoTokenizer
 
     base = resolve_base_model(model_id)
     model_dir = Path(base.path)
     check_architecture(model_dir, "causal_lm" if kind == "causal_lm" else "encoder")
+    if int8_recipe not in INT8_RECIPES:
+        raise ConfigError(f"--int8_recipe {int8_recipe}: choose one of {', '.join(INT8_RECIPES)}")
+    if kind == "causal_lm" and check is None:
+        raise ConfigError(
+            "an on-device reasoner is measured against the model it stands in for: give --dataset (the eval set, "
+            "e.g. demo-screening@2)"
+        )
     if kind == "embedder" and seq_len != EMBED_MAX_TOKENS:
         raise ConversionError(
             f"--seq_len {seq_len}: the embedder's window is {EMBED_MAX_TOKENS} tokens on every backend "
@@ -212,6 +275,10 @@ def export_tflite(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if kind == "causal_lm" and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    teacher: tuple[Path, Any, list[Any]] | None = None
+    if kind == "causal_lm":
+        assert check is not None
+        teacher = _teacher_setup(model_dir, tokenizer, check)
     started = time.monotonic()
     with atomic_folder(Path(output_dir)) as tmp:
         scratch = tmp / ".convert"
@@ -223,6 +290,7 @@ def export_tflite(
                 "seq_len": seq_len,
                 "prefill_len": prefill_len,
                 "int8": int8,
+                "int8_recipe": INT8_RECIPES[int8_recipe],
             }
         )
         for variant in ("fp32", "int8"):
@@ -237,6 +305,32 @@ def export_tflite(
         rejected = _apply_gates(tmp, kind, results)
         if "fp32" in rejected:
             raise ParityError(f"TFLite {kind} fp32 fails parity ({rejected['fp32']}); nothing written")
+        inputs = [base.as_source_input()]
+        agreement_config: dict[str, Any] = {}
+        if teacher is not None and check is not None:
+            teacher_dir, record, records = teacher
+            log.info("measuring each variant against the teacher %s on %d cases", teacher_dir, len(records))
+            cases = teacher_cases(teacher_dir, tokenizer, records, check.steps)
+            rejected.update(_apply_floors(tmp, results, rejected, cases, tokenizer, check.floors))
+            if not [v for v in results if v not in rejected]:
+                raise ParityError(
+                    "TFLite reasoner: no variant stands in for its teacher ("
+                    + "; ".join(f"{v}: {why}" for v, why in rejected.items())
+                    + "); nothing written"
+                )
+            if teacher_dir.resolve() != model_dir.resolve():
+                inputs.append(resolve_base_model(str(teacher_dir)).as_source_input())
+            inputs.append(ArtifactInput(kind="dataset", name=record.ref, hash=record.content_hash))
+            agreement_config = {
+                "teacher_agreement": {
+                    "teacher": str(teacher_dir.resolve()),
+                    "dataset": record.ref,
+                    "split": check.split,
+                    "limit": check.limit,
+                    "steps": check.steps,
+                    "floors": asdict(check.floors),
+                }
+            }
         for variant, why in rejected.items():
             log.warning("TFLite %s %s not written: %s", kind, variant, why)
         tokenizer.save_pretrained(tmp)
@@ -245,19 +339,20 @@ def export_tflite(
             Manifest(
                 kind=f"tflite_{kind}",
                 name=base.id,
-                inputs=[base.as_source_input()],
+                inputs=inputs,
                 config={
                     "kind": kind,
                     "seq_len": seq_len,
                     **({"prefill_len": prefill_len} if kind == "causal_lm" else {}),
                     "batch": 1,
                     "decode_steps": decode_steps,
-                    "route": "litert-torch (convert / export_hf), ai-edge-quantizer dynamic_wi8_afp32 for int8",
+                    "route": f"litert-torch (convert / export_hf), ai-edge-quantizer {INT8_RECIPES[int8_recipe]} for int8",
                     "gates": {
                         "embedder_min_cosine": EMBEDDER_GATES,
                         "int8_max_size_ratio": INT8_MAX_SIZE_RATIO,
                         "causal_lm": "fp32 greedy tokens identical; int8 top-1 agreement >= 0.9",
                     },
+                    **agreement_config,
                 },
                 code_version=code_version(),
                 library_versions=library_versions(LIBRARIES),
@@ -272,6 +367,34 @@ def export_tflite(
             ),
         )
     return Path(output_dir).resolve()
+
+
+def _apply_floors(
+    folder: Path,
+    results: dict[str, dict[str, float]],
+    rejected: dict[str, str],
+    cases: TeacherCases,
+    tokenizer: Any,
+    floors: AgreementFloors,
+) -> dict[str, str]:
+    """Each variant still standing against the teacher: over the size cap it is refused unmeasured, else its
+    agreement goes into its figures (`teacher_*`) and any floor it misses refuses it."""
+    refused: dict[str, str] = {}
+    for variant in [v for v in results if v not in rejected]:
+        path = folder / f"{variant}.tflite"
+        ratio = path.stat().st_size / cases.weight_bytes
+        results[variant]["size_ratio_to_teacher"] = ratio
+        if ratio > floors.max_size_ratio:
+            refused[variant] = f"size {ratio:.1%} of the teacher's weights > {floors.max_size_ratio:.0%}"
+        else:
+            figures = edge_agreement(path, tokenizer, cases)
+            results[variant].update({f"teacher_{k}": v for k, v in figures.items()})
+            why = refusals(figures, floors)
+            if why:
+                refused[variant] = "; ".join(why)
+        if variant in refused:
+            path.unlink()
+    return refused
 
 
 def _apply_gates(folder: Path, kind: str, results: dict[str, dict[str, float]]) -> dict[str, str]:

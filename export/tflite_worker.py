@@ -3,8 +3,9 @@ ai-edge-quantizer), never in the main one. `export tflite` drives it as a subpro
 
     .venv-tflite/bin/python export/tflite_worker.py JOB.json
 
-JOB.json: {"kind": "embedder" | "causal_lm", "model_dir": ..., "output_dir": ..., "seq_len": 128, "prefill_len": 64}
-Writes `fp32.tflite` and `int8.tflite` (ai-edge-quantizer dynamic int8 weights) into output_dir: for the embedder a
+JOB.json: {"kind": "embedder" | "causal_lm", "model_dir": ..., "output_dir": ..., "seq_len": 128, "prefill_len": 64,
+"int8_recipe": "dynamic_wi8_afp32" | "weight_only_wi8_afp32"}
+Writes `fp32.tflite` and `int8.tflite` (ai-edge-quantizer int8 weights) into output_dir: for the embedder a
 (input_ids, attention_mask) -> sentence embedding graph; for a causal LM `prefill_<N>` and `decode` signatures
 with a KV cache of `seq_len` positions.
 Self-contained on purpose: hai_tools is not installed in this environment.
@@ -57,11 +58,11 @@ def _export_causal_lm(model_dir: str, out: Path, prefill_len: int, cache_len: in
         shutil.move(str(Path(scratch) / "model.tflite"), out / "fp32.tflite")
 
 
-def _quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+def _quantize_int8(fp32_path: Path, int8_path: Path, recipe_name: str) -> None:
     from ai_edge_quantizer import quantizer, recipe
 
     qt = quantizer.Quantizer(str(fp32_path))
-    qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    qt.load_quantization_recipe(getattr(recipe, recipe_name)())
     result = qt.quantize()
     int8_path.write_bytes(bytes(result.quantized_model))
 
@@ -81,7 +82,7 @@ def main(job_path: str) -> int:
     else:
         _export_causal_lm(job["model_dir"], out, int(job.get("prefill_len", seq // 2)), seq)
     if job.get("int8", True):
-        _quantize_int8(out / "fp32.tflite", out / "int8.tflite")
+        _quantize_int8(out / "fp32.tflite", out / "int8.tflite", job.get("int8_recipe", "dynamic_wi8_afp32"))
     print(json.dumps({"written": sorted(p.name for p in out.glob("*.tflite"))}))
     return 0
 

@@ -57,7 +57,16 @@ __all__ = [
 ]
 
 
-PARITY_KEYS = ("greedy_exact", "top1_agreement", "min_cosine", "mean_cosine", "size_ratio_to_fp32")
+PARITY_KEYS = (
+    "greedy_exact",
+    "top1_agreement",
+    "min_cosine",
+    "mean_cosine",
+    "size_ratio_to_fp32",
+    "teacher_label_agreement",
+    "teacher_token_agreement",
+    "size_ratio_to_teacher",
+)
 
 
 def export_entries(

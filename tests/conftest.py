@@ -354,28 +354,22 @@ def minilm_tflite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def measured_only(dataset: str, limit: int = 8) -> list[str]:
+    """`export tflite --causal_lm` flags for a conversion test: the agreement with the teacher is measured on
+    `limit` cases of `dataset` and recorded, but no floor refuses a variant (the floors have their own tests in
+    tests/export/test_edge_agreement.py; a tiny random model is not meant to clear them)."""
+    floors = ["--min_label_agreement", "0", "--min_token_agreement", "0", "--max_size_ratio", "2"]
+    return ["--dataset", dataset, "--agreement_limit", str(limit), *floors]
+
+
 @pytest.fixture(scope="session")
-def tiny_lm_tflite(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_lm_tflite(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny merged model built by `python -m export tflite --causal_lm` (prefill/decode, KV cache 128)."""
     from export.__main__ import main
 
     out = tmp_path_factory.mktemp("edge") / "tiny-lm"
-    assert (
-        main(
-            [
-                "tflite",
-                "--causal_lm",
-                str(merged_tiny),
-                "--output_dir",
-                str(out),
-                "--seq_len",
-                "128",
-                "--prefill_len",
-                "16",
-            ]
-        )
-        == 0
-    )
+    args = ["tflite", "--causal_lm", str(merged_tiny), "--output_dir", str(out)]
+    assert main([*args, "--seq_len", "128", "--prefill_len", "16", *measured_only(demo_dataset)]) == 0
     return out
 
 

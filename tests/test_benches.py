@@ -87,5 +87,8 @@ def test_the_train_overhead_bench_runs_quick(
     tiny_model_dir: Path, demo_dataset: str, server_env: dict[str, str]
 ) -> None:
     args = ["bench/train_overhead.py", "--base_model_id", str(tiny_model_dir), "--dataset", demo_dataset]
-    out = _bench([*args, "--steps", "2", "--batch", "2", "--repeats", "1"], server_env)
+    out = _bench([*args, "--steps", "2", "--batch", "2", "--repeats", "2", "--eval_records", "3"], server_env)
     assert "ratio=" in out and "trainer" in out and "bare" in out
+    # both sides' adapters scored by one function, two seeds each, the gap judged against their spread
+    assert out.count("eval_loss trainer") == 1 and "eval_loss bare" in out and "(seeds: " in out
+    assert "eval_loss_gap=" in out and " noise)" in out

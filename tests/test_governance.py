@@ -159,6 +159,9 @@ def test_a_release_carries_its_exports_with_their_parity(
     assert main([*args, "--output_dir", str(tmp_path / "r"), "--export", str(tiny_lm_tflite)]) == 0
     card = (tmp_path / "r" / "README.md").read_text()
     assert "- tflite_causal_lm `" in card and "fp32 greedy_exact 1" in card and "top1_agreement" in card
+    assert (
+        "teacher_token_agreement 1" in card and "teacher_label_agreement" in card
+    )  # against the served model
     assert main(["verify", str(tmp_path / "r"), "--public_key", str(signed["pub"])]) == 0
     kinds = {link["kind"] for link in json.loads((tmp_path / "r" / "lineage.json").read_text())}
     assert "tflite_causal_lm" in kinds

@@ -14,17 +14,18 @@ from evals.backend_parity import load_parity
 from evals.gate import MetricBound, parity_checks
 from governance.__main__ import main as governance_main
 from hai_tools.manifest import Manifest, load_manifest, write_manifest
+from tests.conftest import measured_only
 
 
 @pytest.fixture(scope="module")
-def long_tflite(merged_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def long_tflite(merged_tiny: Path, demo_dataset: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny merged model as a TFLite reasoner whose cache holds every screening prompt (the shared 128-token
     export does not hold them all, which `test_a_fallback_that_cannot_hold_the_prompt_is_counted` uses)."""
     from export.__main__ import main
 
     out = tmp_path_factory.mktemp("edge") / "tiny-lm-512"
     args = ["tflite", "--causal_lm", str(merged_tiny), "--output_dir", str(out)]
-    assert main([*args, "--seq_len", "512", "--prefill_len", "64"]) == 0
+    assert main([*args, "--seq_len", "512", "--prefill_len", "64", *measured_only(demo_dataset)]) == 0
     return out
 
 

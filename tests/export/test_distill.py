@@ -8,6 +8,7 @@ import pytest
 
 from export.__main__ import main
 from hai_tools.manifest import verify_artifact
+from tests.conftest import measured_only
 
 
 @pytest.mark.parametrize("kl", ["forward", "reverse"])
@@ -79,6 +80,7 @@ def test_distilled_student_tflite_decodes_like_pytorch(
                 "128",
                 "--prefill_len",
                 "32",
+                *measured_only(demo_dataset),
             ]
         )
         == 0
