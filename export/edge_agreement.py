@@ -12,6 +12,7 @@ the label agreement (and adds no tokens to the token agreement), and the figures
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from hai_tools.errors import ConfigError
 from hai_tools.likelihood import candidate_ids
 from hai_tools.litert import LiteRTCausalLM
 from hai_tools.stats import wilson
+
+log = logging.getLogger("export")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,9 @@ def teacher_cases(
     choices = candidate_ids(tokenizer, list(LABEL_CHOICES))
     stops = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")}
     prompts, labels, answers = [], [], []
-    for record in records:
+    for done, record in enumerate(records, 1):
+        if done % 10 == 0 or done == len(records):
+            log.info("teacher: case %d of %d", done, len(records))
         ids = list(
             tokenizer.apply_chat_template(
                 list(record["prompt"]), add_generation_prompt=True, tokenize=True, return_dict=True
@@ -99,7 +104,11 @@ def edge_agreement(path: Path, tokenizer: Any, teacher: TeacherCases) -> dict[st
     choices = candidate_ids(tokenizer, list(LABEL_CHOICES))
     longest = max(map(len, choices))
     same_label = unserved = tokens = matched = 0
-    for prompt, label, answer in zip(teacher.prompts, teacher.labels, teacher.answers, strict=True):
+    for done, (prompt, label, answer) in enumerate(
+        zip(teacher.prompts, teacher.labels, teacher.answers, strict=True), 1
+    ):
+        if done % 10 == 0 or done == len(teacher.prompts):
+            log.info("%s: case %d of %d", path.name, done, len(teacher.prompts))
         if len(prompt) - 1 + longest > lm.cache_len:
             unserved += 1
             continue
