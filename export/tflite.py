@@ -203,8 +203,11 @@ def _teacher_dir(model_dir: Path, teacher: str | None) -> Path:
     if kind == "merged_model":
         return model_dir
     if kind == "distilled_model":
-        source = next(i for i in load_manifest(model_dir).inputs if i.kind == "merged_model" and i.uri)
-        return Path(str(source.uri))
+        source = next(
+            (i for i in load_manifest(model_dir).inputs if i.kind == "merged_model" and i.uri), None
+        )
+        if source is not None:
+            return Path(str(source.uri))
     raise ConfigError(
         f"{model_dir} is not a merged or distilled model: name the served model it stands in for with --teacher"
     )
