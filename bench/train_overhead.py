@@ -1,6 +1,7 @@
 """`python -m trainer` against the bare loop a user would otherwise write: peft + torch, the same base model,
 LoRA config, examples (the first steps x batch records of the split, the same chat-template tokens with
-completion-only labels), batch size, steps, learning rate and optimiser (AdamW). Each side runs in its own process
+completion-only labels), batch size, steps, learning rate and optimiser (AdamW without weight decay, gradients
+clipped at norm 1.0, as the trainer runs). Each side runs in its own process
 (model load and the trainer's end-of-training evaluation excluded from the loop time, included in the wall
 time); repeats interleaved; min/median/max;
 `ratio=` bare loop time / trainer loop time (> 1: the trainer is faster). Minimum 0.95x, goal 1.3x.
@@ -97,7 +98,9 @@ def bare(args: argparse.Namespace) -> None:
                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
     )  # fmt: skip
     model.train()
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # the trainer's recipe (transformers' defaults it keeps): no weight decay, gradients clipped at norm 1.0
+    optimiser = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
     loop = time.perf_counter()
     for step in range(args.steps):
         ids, mask, labels = _tensors(
@@ -105,6 +108,7 @@ def bare(args: argparse.Namespace) -> None:
         )[:]
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         optimiser.zero_grad()
     end = time.perf_counter()
