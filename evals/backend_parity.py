@@ -118,7 +118,7 @@ def run_backend_parity(
 ) -> Path:
     """Score the eval split through the local backend (reference) and each TFLite export; write the report."""
     from hai_tools.registry import open_registry
-    from hai_tools.registry.datasets import load_registered
+    from hai_tools.registry.datasets import load_split
     from skills.backends.local import LocalBackend
     from skills.backends.tflite import TFLiteBackend
 
@@ -129,11 +129,7 @@ def run_backend_parity(
     for folder, manifest in exports:
         if manifest.kind != "tflite_causal_lm":
             raise ConfigError(f"{folder} is a {manifest.kind}, not a TFLite reasoner (tflite_causal_lm)")
-    record, splits = load_registered(open_registry(), dataset_ref)
-    if split not in splits:
-        raise ConfigError(f"{record.ref} has no '{split}' split (has: {', '.join(splits)})")
-    data = splits[split]
-    records = [dict(data[i]) for i in range(min(limit or len(data), len(data)))]
+    record, records = load_split(open_registry(), dataset_ref, split, limit)
     truth = [str(r["label"]) for r in records]
 
     async def score() -> tuple[list[Any], dict[str, tuple[Path, list[Any], str]]]:

@@ -219,7 +219,7 @@ def _teacher_setup(model_dir: Path, tokenizer: Any, check: TeacherCheck) -> tupl
     from transformers import AutoTokenizer
 
     from hai_tools.registry import open_registry
-    from hai_tools.registry.datasets import load_registered
+    from hai_tools.registry.datasets import load_split
 
     if check.limit is not None and check.limit < 1:
         raise ConfigError(f"--agreement_limit {check.limit} must be at least 1")
@@ -232,11 +232,7 @@ def _teacher_setup(model_dir: Path, tokenizer: Any, check: TeacherCheck) -> tupl
         raise ConfigError(
             f"{model_dir} and its teacher {teacher} tokenise differently: token agreement would compare unrelated ids"
         )
-    record, splits = load_registered(open_registry(), check.dataset)
-    if check.split not in splits:
-        raise ConfigError(f"{record.ref} has no '{check.split}' split (has: {', '.join(splits)})")
-    data = splits[check.split]
-    records = [dict(data[i]) for i in range(min(check.limit or len(data), len(data)))]
+    record, records = load_split(open_registry(), check.dataset, check.split, check.limit)
     return teacher, record, records
 
 

@@ -5,7 +5,7 @@ re-checked. `python -m trainer data register --help` shows the command that driv
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hai_tools.errors import DatasetError, RegistryError
 from hai_tools.manifest import sha256_file
@@ -186,4 +186,16 @@ def load_registered(store: ArtifactStore, ref: str) -> tuple[DatasetRecord, dict
     return record, splits
 
 
-__all__ = ["RegistryError", "load_registered", "register_dataset", "verify_dataset"]
+def load_split(
+    store: ArtifactStore, ref: str, split: str, limit: int | None = None
+) -> tuple[DatasetRecord, list[dict[str, Any]]]:
+    """The first `limit` records (all when None) of one split of a registered dataset, after `load_registered`'s
+    hash checks; a split the dataset does not have is refused by name."""
+    record, splits = load_registered(store, ref)
+    if split not in splits:
+        raise DatasetError(f"{record.ref} has no '{split}' split (has: {', '.join(splits)})")
+    data = splits[split]
+    return record, [dict(data[i]) for i in range(min(limit or len(data), len(data)))]
+
+
+__all__ = ["RegistryError", "load_registered", "load_split", "register_dataset", "verify_dataset"]
