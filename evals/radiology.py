@@ -73,12 +73,11 @@ def run_radiology_eval(
     ci: CIMethod = "bca",
 ) -> Path:
     from hai_tools.registry import open_registry
-    from hai_tools.registry.datasets import load_registered
+    from hai_tools.registry.datasets import load_split
 
     started = time.monotonic()
-    record, splits = load_registered(open_registry(), dataset_ref)
-    data = splits[split]
-    source_rows = [data[i] for i in range(min(limit or len(data), len(data)))]
+    # an unknown split is a DatasetError, before the model loads
+    record, source_rows = load_split(open_registry(), dataset_ref, split, limit)
     processor, model = load_reader(model_dir)
     rows = []
     for source in source_rows:

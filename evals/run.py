@@ -19,7 +19,7 @@ from hai_tools.manifest import (
     library_versions,
 )
 from hai_tools.registry import open_registry
-from hai_tools.registry.datasets import load_registered
+from hai_tools.registry.datasets import load_split
 
 SUBGROUPS = ("sex", "age_band", "language", "site")
 LIBRARIES = (
@@ -62,9 +62,7 @@ def run_eval(
     red_team_size: Size = "full",
 ) -> Path:
     started = time.monotonic()
-    record, splits = load_registered(open_registry(), dataset_ref)
-    data = splits[split]
-    records = [data[i] for i in range(min(limit or len(data), len(data)))]
+    record, records = load_split(open_registry(), dataset_ref, split, limit)  # an unknown split: DatasetError
     tokenizer, model = load_reasoner(model_id)
     rows = score_cases(model, tokenizer, records)
     y = np.asarray([int(r["label"] == "refer") for r in rows])

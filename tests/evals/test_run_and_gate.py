@@ -70,3 +70,13 @@ def test_policy_with_unknown_keys_and_tampered_report_are_refused(
     (copy / "report.json").write_text(json.dumps(data))
     assert main(["gate", str(copy), "--policy", str(ROOT / "configs/gate_lenient.yaml")]) == 2
     assert "hash mismatch" in capsys.readouterr().err
+
+
+def test_an_unknown_split_is_refused_by_name_before_the_model_loads(
+    tmp_path: Path, demo_dataset: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    args = ["run", str(tmp_path / "no-model"), "--dataset", demo_dataset, "--split", "holdout"]
+    assert main([*args, "--output_dir", str(out)]) == 2  # the model path does not exist: never reached
+    assert f"{demo_dataset} has no 'holdout' split (has: train, validation, test)" in capsys.readouterr().err
+    assert not out.exists()

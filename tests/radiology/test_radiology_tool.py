@@ -275,6 +275,11 @@ def test_a_radiology_release_goes_through_gate_card_signature_and_server(
     merged = tmp_path / "merged"
     assert export_main(["merge", str(adapter), "--output_dir", str(merged)]) == 0
     report = tmp_path / "report"
+    capsys.readouterr()
+    unknown = ["radiology", str(merged), "--dataset", "pedirad-release@1", "--split", "holdout"]
+    assert evals_main([*unknown, "--output_dir", str(report)]) == 2  # refused before the model loads
+    assert "pedirad-release@1 has no 'holdout' split (has: " in capsys.readouterr().err
+    assert not report.exists()
     args = ["radiology", str(merged), "--dataset", "pedirad-release@1", "--split", "train"]
     assert (
         evals_main([*args, "--output_dir", str(report), "--n_resamples", "20", "--min_group_size", "2"]) == 0
