@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # the SDK logs "Terminating session" at INFO for every stateless HTTP request: a line per call, no news
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     from hai_tools.errors import HaiError
     from skills.config import load_server_config
 

@@ -105,7 +105,11 @@ class ReviewBoundary:
         if self.transport == "stdio":
             return self.resolver.stdio_caller
         request = getattr(ctx, "request", None)
-        return None if request is None else self.resolver.from_headers(request.headers)
+        if request is None:
+            return None
+        # CallerAuth, in front of every HTTP route, resolved this request's token already: one registry read
+        known = request.scope.get("state", {}).get("hai_caller")
+        return known if isinstance(known, Caller) else self.resolver.from_headers(request.headers)
 
     async def __call__(self, ctx: Any, call_next: Any) -> Any:
         from mcp.shared.exceptions import MCPError

@@ -263,7 +263,9 @@ class LocalBackend:
         with self._embed_lock:
             # encode sorts by length and pads each chunk to its longest text: chunks of 8 waste little padding on
             # mixed lengths (bench/embed_batching.py: 69 texts/s at 8, 39 at 16 or 64, 64 at 4 on 2 cores)
-            vectors = self._st.encode(texts, batch_size=8, normalize_embeddings=True, convert_to_numpy=True)
+            vectors = self._st.encode(
+                texts, batch_size=8, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )  # no bar: the server logs at INFO, where sentence-transformers draws one on stderr per call
         return [list(map(float, v)) for v in vectors]
 
     async def generate(
