@@ -28,6 +28,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         (["bench/base_verify.py", "--repeats", "1"], "ratio="),
         (["bench/generate_batching.py", "--callers", "3", "--tokens", "4", "--repeats", "1"], "ratio="),
         (["bench/mcp_overhead.py", "--calls", "5"], "p50="),
+        (["bench/mcp_profile.py", "--calls", "20"], "mcp SDK: streamable-HTTP transport"),
         (["bench/load.py", "--clients", "3", "--seconds", "3"], "lost=0 "),
         (["bench/model_load.py", "--quick"], "p50="),
     ],
@@ -37,6 +38,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         "base_verify",
         "generate_batching",
         "mcp_overhead",
+        "mcp_profile",
         "load",
         "model_load",
     ],
@@ -91,4 +93,22 @@ def test_the_train_overhead_bench_runs_quick(
     assert "ratio=" in out and "trainer" in out and "bare" in out
     # both sides' adapters scored by one function, two seeds each, the gap judged against their spread
     assert out.count("eval_loss trainer") == 1 and "eval_loss bare" in out and "(seeds: " in out
-    assert "eval_loss_gap=" in out and " noise)" in out
+    assert "eval_loss grouped" in out and "with --group_by_length: bare / grouped trainer" in out
+    assert out.count("eval_loss_gap=") == 2 and "(trainer - bare)" in out and "(grouped - trainer)" in out
+
+
+def test_the_eval_loss_verdict_calls_a_gap_outside_the_seed_spread_or_with_every_seed_apart() -> None:
+    """bench/train_overhead.py's judge of a speed choice, on the seeds measured on 2026-12-02 (16 steps x 4)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_overhead", ROOT / "bench/train_overhead.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    trainer, bare, grouped = [0.9071, 0.8296, 0.8817], [0.8689, 0.8875, 0.8957], [0.9091, 0.9329, 0.9075]
+    assert bench.loss_gap(trainer, bare) == "-0.0058 (seed spread 0.0775: within noise)"
+    # within the spread, yet every grouped seed above every ungrouped one: not noise
+    assert bench.loss_gap(grouped, trainer) == "+0.0274 (seed spread 0.0775: systematic, every seed apart)"
+    assert bench.loss_gap([0.5, 1.4, 1.5], [0.4, 0.41, 0.6]) == "+0.9900 (seed spread 1.0000: within noise)"
+    # the seeds touch, but the medians lie further apart than either side's range
+    assert bench.loss_gap([1.0, 1.9, 2.0], [0.0, 0.1, 1.0]) == "+1.8000 (seed spread 1.0000: OUTSIDE noise)"
