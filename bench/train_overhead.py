@@ -236,7 +236,9 @@ def loss_gap(ours: list[float], theirs: list[float]) -> str:
     gap = statistics.median(ours) - statistics.median(theirs)
     spread = max(max(ours) - min(ours), max(theirs) - min(theirs))
     apart = min(ours) > max(theirs) or max(ours) < min(theirs)
-    verdict = "systematic, every seed apart" if apart else "within noise" if abs(gap) <= spread else "OUTSIDE noise"
+    verdict = (
+        "systematic, every seed apart" if apart else "within noise" if abs(gap) <= spread else "OUTSIDE noise"
+    )
     return f"{gap:+.4f} (seed spread {spread:.4f}: {verdict})"
 
 
