@@ -16,6 +16,32 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def embed_only_config(scratch: Path, mode: str) -> tuple[Path, str]:
+    """A server config with the embedder alone (no reasoner: an abstaining `reason` runs no model), one clinician
+    caller `bench` (also the stdio caller), the audit log in `scratch`, and streamable HTTP in `mode` (sse, json:
+    JSON responses with sessions, stateless). Returns the config's path and the caller's token."""
+    import yaml
+
+    from hai_tools.callers import CallerRegistry
+
+    token = CallerRegistry(scratch / "callers.yaml").add("bench", "clinician")
+    config = scratch / "server.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "reasoner": None,
+                "embedder": "embedded:all-minilm-l6-v2",
+                "backends": ["local"],
+                "audit_log": str(scratch / "audit.jsonl"),
+                "callers": str(scratch / "callers.yaml"),
+                "stdio_caller": {"id": "bench", "role": "clinician"},
+                "http": {"json_response": mode != "sse", "stateless": mode == "stateless"},
+            }
+        )
+    )
+    return config, token
+
+
 @contextmanager
 def http_server(config: Path, token: str, timeout_s: float = 240) -> Iterator[str]:
     """The server's base URL, once `/ready` says its backends are loaded."""

@@ -28,8 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 
 import httpx2
-import yaml
-from _server import http_server  # bench/_server.py
+from _server import embed_only_config, http_server  # bench/_server.py
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -165,24 +164,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--mode", choices=["sse", "json", "stateless"], default="sse")
     args = parser.parse_args()
-    from hai_tools.callers import CallerRegistry
-
     with tempfile.TemporaryDirectory() as scratch:
-        TOKEN["bench"] = CallerRegistry(Path(scratch) / "callers.yaml").add("bench", "clinician")
-        config = Path(scratch) / "server.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "reasoner": None,
-                    "embedder": "embedded:all-minilm-l6-v2",
-                    "backends": ["local"],
-                    "audit_log": str(Path(scratch) / "audit.jsonl"),
-                    "callers": str(Path(scratch) / "callers.yaml"),
-                    "stdio_caller": {"id": "bench", "role": "clinician"},
-                    "http": {"json_response": args.mode != "sse", "stateless": args.mode == "stateless"},
-                }
-            )
-        )
+        config, TOKEN["bench"] = embed_only_config(Path(scratch), args.mode)
         with http_server(config, TOKEN["bench"]) as url:
             times = asyncio.run(measure(config, url, args.calls))
     print(f"mode={args.mode} calls={args.calls} (HTTP mode; stdio is one mode)")

@@ -30,7 +30,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 
-import yaml
+from _server import embed_only_config  # bench/_server.py
 
 from skills.config import load_server_config
 from skills.contracts import EmbedRequest, ReasonRequest
@@ -222,23 +222,8 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)  # as the server: no line per request
-    from hai_tools.callers import CallerRegistry
-
     with tempfile.TemporaryDirectory() as scratch:
-        token = CallerRegistry(Path(scratch) / "callers.yaml").add("bench", "clinician")
-        config = Path(scratch) / "server.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "reasoner": None,
-                    "embedder": "embedded:all-minilm-l6-v2",
-                    "backends": ["local"],
-                    "audit_log": str(Path(scratch) / "audit.jsonl"),
-                    "callers": str(Path(scratch) / "callers.yaml"),
-                    "http": {"json_response": args.mode != "sse", "stateless": args.mode == "stateless"},
-                }
-            )
-        )
+        config, token = embed_only_config(Path(scratch), args.mode)
         result = asyncio.run(run(args, config, token))
     times, profiles = result["times"], result["profiles"]
     added = [m - d for m, d in zip(times["mcp"], times["direct"], strict=True)]
