@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+NOTES = "<!-- kept by bench/run_all.py: notes written by hand below -->"
 FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+]?[0-9][0-9.]*)")
 
 
@@ -88,6 +89,20 @@ def machine() -> dict[str, str | int | None]:
     }
 
 
+def where(entry: dict[str, Any], run: dict[str, Any]) -> str:
+    """A row's machine in a few words, with the library versions that differ from this run's."""
+    about = entry.get("machine") or {}
+    if not about:
+        return "unknown"
+    cpu = re.sub(r"\(R\)|\(TM\)|Processor|\b\d+-Core\b", "", str(about.get("cpu", ""))).split()
+    label = " ".join(cpu[:3]) + f", {about.get('cpus')} CPUs"
+    label += ", AMX" if about.get("amx") else ", AVX-512" if about.get("avx512") else ""
+    if about != run["machine"]:
+        label = f"**{label}**"  # not this run's machine
+    differ = [f"{k} {v}" for k, v in (entry.get("versions") or {}).items() if run["versions"].get(k) != v]
+    return label + (f" ({', '.join(differ)})" if differ else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -116,9 +131,14 @@ def main() -> int:
     if args.only and (bench_dir / "results.json").is_file():  # the other rows keep their figures and dates
         previous = json.loads((bench_dir / "results.json").read_text())
         for name, entry in previous.get("benches", {}).items():
-            entry.setdefault("date", previous.get("date"))
+            entry.setdefault("date", previous.get("date"))  # files written before rows carried their own
+            entry.setdefault("machine", previous.get("machine"))
+            entry.setdefault("versions", previous.get("versions"))
             earlier[name] = entry
-    table = ["| bench | figures | seconds | measured | command |", "| --- | --- | --- | --- | --- |"]
+    table = [
+        "| bench | figures | seconds | measured | machine | command |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     failed = 0
     for name, (argv, needs) in benches(args.out, args.quick).items():
         if args.only and name not in args.only:
@@ -129,7 +149,8 @@ def main() -> int:
                     entry.get("skipped") or entry.get("error")
                 )
                 table.append(
-                    f"| {name} | {shown} | {entry.get('seconds', '')} | {str(entry['date'])[:10]} | `{entry['command']}` |"
+                    f"| {name} | {shown} | {entry.get('seconds', '')} | {str(entry['date'])[:10]} "
+                    f"| {where(entry, results)} | `{entry['command']}` |"
                 )
             continue
         command = " ".join([".venv/bin/python", *argv])
@@ -141,7 +162,7 @@ def main() -> int:
                 "date": results["date"],
             }  # type: ignore[index]
             table.append(
-                f"| {name} | skipped: needs `make demo` artifacts | | {str(results['date'])[:10]} | `{command}` |"
+                f"| {name} | skipped: needs `make demo` artifacts | | {str(results['date'])[:10]} | | `{command}` |"
             )
             print(f"{name}: skipped (needs {', '.join(missing)})", flush=True)
             continue
@@ -156,13 +177,17 @@ def main() -> int:
             "figures": figures,
             "stdout": done.stdout,
             "date": results["date"],
+            "machine": results["machine"],
+            "versions": results["versions"],
         }
         if done.returncode != 0:
             failed += 1
             entry["error"] = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         results["benches"][name] = entry  # type: ignore[index]
         shown = ", ".join(figures) if done.returncode == 0 else f"failed: {entry['error']}"
-        table.append(f"| {name} | {shown} | {seconds:.0f} | {str(results['date'])[:10]} | `{command}` |")
+        table.append(
+            f"| {name} | {shown} | {seconds:.0f} | {str(results['date'])[:10]} | {where(entry, results)} | `{command}` |"
+        )
         print(f"  {shown}", flush=True)
     bench_dir.mkdir(parents=True, exist_ok=True)
     docs_dir.mkdir(parents=True, exist_ok=True)
@@ -171,13 +196,19 @@ def main() -> int:
     head = [
         "# Benchmarks",
         "",
-        f"Measured {results['date']} by `make bench` (`bench/run_all.py`{' --quick' if args.quick else ''}) on "
+        f"Last run {results['date']} by `make bench` (`bench/run_all.py`{' --quick' if args.quick else ''}) on "
         f"{about['cpu']}, {about['cpus']} CPUs (AVX-512: {about['avx512']}, AMX: {about['amx']}), Python "  # type: ignore[index]
         f"{about['python']}; " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",  # type: ignore[index, attr-defined]
+        "Rows kept from earlier runs name their own machine, and their library versions where those differ; "
+        "compare figures across rows of one machine only.",
         "Each bench's docstring says what both sides do; the full output of each run is in `bench/results.json`.",
         "",
     ]
-    (docs_dir / "benchmarks.md").write_text("\n".join(head + table) + "\n")
+    docs = docs_dir / "benchmarks.md"
+    notes = ""  # what follows the marker is written by hand (what each row's figures are) and kept
+    if docs.is_file() and NOTES in (text := docs.read_text()):
+        notes = "\n" + text[text.index(NOTES) :]
+    docs.write_text("\n".join(head + table) + "\n" + notes)
     return 1 if failed else 0
 
 

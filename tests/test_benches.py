@@ -76,13 +76,29 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
     assert results["machine"]["cpus"] and results["versions"]["torch"]
     table = (tmp_path / "benchmarks.md").read_text()
     assert "| model_load | p50=" in table and "| edge | skipped" in table
-    # --only runs those benches; the others keep their last figures and the date they were measured
+    first = next(line for line in table.splitlines() if line.startswith("| model_load |"))
+    assert "**" not in first and "CPUs" in first  # this run's machine, not marked as another
+    assert model_load["machine"] == results["machine"] and model_load["versions"] == results["versions"]
+    # --only runs those benches; the others keep their last figures, the date they were measured, and the
+    # machine and versions they were measured on, which the table names when they are not this run's
     model_load["date"] = "2026-01-02T00:00:00+00:00"
+    model_load["machine"] = {**results["machine"], "cpu": "AMD EPYC 9B14 96-Core Processor", "amx": False}
+    model_load["versions"] = {**results["versions"], "torch": "2.99.0"}
     (tmp_path / "results.json").write_text(json.dumps(results))
+    notes = (
+        "<!-- kept by bench/run_all.py: notes written by hand below -->\n## What the figures are\n- a note\n"
+    )
+    (tmp_path / "benchmarks.md").write_text(table + "\n" + notes)
     _bench([*args[:3], "edge", "--out", str(tmp_path / "none"), "--output_dir", str(tmp_path)], server_env)
     kept = json.loads((tmp_path / "results.json").read_text())["benches"]["model_load"]
-    assert kept["figures"] == model_load["figures"]
-    assert "| 2026-01-02 | `.venv/bin/python bench/model_load.py" in (tmp_path / "benchmarks.md").read_text()
+    assert kept["figures"] == model_load["figures"] and kept["machine"]["cpu"].startswith("AMD EPYC")
+    table = (tmp_path / "benchmarks.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| model_load |"))
+    assert (
+        "| 2026-01-02 | **AMD EPYC 9B14, " in row
+        and "(torch 2.99.0) | `.venv/bin/python bench/model_load.py" in row
+    )
+    assert table.endswith(notes) and table.count("## What the figures are") == 1
 
 
 def test_the_train_overhead_bench_runs_quick(
