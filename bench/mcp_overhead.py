@@ -7,7 +7,9 @@ added.
 Two HTTP clients: the Python SDK's `Client` (what an agent host in Python runs) and a lean JSON-RPC client
 (`LeanClient`: one HTTP POST per call, the MCP handshake and session header when the server keeps sessions, the
 SSE frame or JSON body parsed, the result checked for `isError`). The lean path is the transport and the server's
-own share; the difference between the two is the SDK client's cost, which a caller pays whichever server it calls. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
+own share; the difference between the two is the SDK client's cost, which a caller pays whichever server it calls.
+The transport's floor is measured beside them: a plain `GET /health` on the lean client's connection (no MCP, no
+skill), so the MCP stack's own share is what the lean call adds above the direct call plus that floor. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
 responses), `json` (session, plain JSON responses) or `stateless` (JSON responses, no session).
 
     .venv/bin/python bench/mcp_overhead.py [--calls 200] [--mode sse|json|stateless]
@@ -128,6 +130,7 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
     times: dict[str, dict[str, list[float]]] = {
         path: {"embed": [], "abstain": []} for path in ("direct", *PATHS)
     }
+    floor: list[float] = []  # the transport's floor: a plain HTTP round trip, same client, no MCP, no skill
     lean = LeanClient(f"{url}/mcp", TOKEN["bench"])
     await lean.start()
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN['bench']}"})
@@ -154,6 +157,10 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
                     result = await client.call_tool(tool, args)
                     times[path][name].append((time.perf_counter() - started) * 1000)
                     assert isinstance(result, dict) or not result.is_error, result
+            started = time.perf_counter()
+            (await lean.http.get(f"{url}/health")).raise_for_status()
+            floor.append((time.perf_counter() - started) * 1000)
+    times["floor"] = {"health": floor}
     await lean.http.aclose()
     await skills.close()
     return times
@@ -183,6 +190,16 @@ def main() -> None:
                 f"  added by MCP/{path} ({name}): p50={statistics.median(added):.2f} ms "
                 f"p99={_pct(added, 0.99):.2f} ms (goal p50 <= 2, p99 <= 10)"
             )
+    f = times["floor"]["health"]
+    print(
+        f"HTTP floor (GET /health, the lean client's connection, no MCP, no skill): p50={statistics.median(f):.2f} ms "
+        f"p99={_pct(f, 0.99):.2f} ms"
+    )
+    lean = times["http-lean"]["abstain"]
+    above = [m - d - h for m, d, h in zip(lean, times["direct"]["abstain"], f, strict=True)]
+    print(
+        f"  MCP/http-lean (abstain) above direct + floor: p50={statistics.median(above):.2f} ms (the MCP stack's own share)"
+    )
 
 
 if __name__ == "__main__":
