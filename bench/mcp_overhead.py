@@ -8,9 +8,14 @@ Two HTTP clients: the Python SDK's `Client` (what an agent host in Python runs) 
 (`LeanClient`: one HTTP POST per call, the MCP handshake and session header when the server keeps sessions, the
 SSE frame or JSON body parsed, the result checked for `isError`). The lean path is the transport and the server's
 own share; the difference between the two is the SDK client's cost, which a caller pays whichever server it calls.
-The transport's floor is measured beside them: a plain `GET /health` on the lean client's connection (no MCP, no
-skill), so the MCP stack's own share is what the lean call adds above the direct call plus that floor. `--mode` picks the streamable-HTTP transport: `sse` (default: session, SSE-framed
-responses), `json` (session, plain JSON responses) or `stateless` (JSON responses, no session).
+In stateless mode a third HTTP client, `RawClient`, writes HTTP/1.1 on one keep-alive socket (asyncio streams, no
+HTTP library): what it adds is the server's share (uvicorn, the MCP stack, our middlewares) plus loopback, with
+the least client cost one can have. The transport's floor is measured beside them: a plain `GET /health` (no MCP,
+no skill) on the lean client's and on the raw client's connection; the MCP stack's own share is what an MCP call
+adds above the direct call plus that floor, for the call that runs no model (an `embed`'s model time varies
+between two runs by more than that share, so its paired figures are noisier). `--mode` picks the streamable-HTTP
+transport: `sse` (default: session, SSE-framed responses), `json` (session, plain JSON responses) or `stateless`
+(JSON responses, no session; `make bench` runs this one).
 
     .venv/bin/python bench/mcp_overhead.py [--calls 200] [--mode sse|json|stateless]
 """
@@ -43,7 +48,7 @@ TOKEN: dict[str, str] = {}
 TEXT = ["Caregiver reports the child walks without holding on."]
 
 
-PATHS = ("http", "http-lean", "stdio")
+PATHS = ("http", "http-lean", "http-raw", "stdio")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -113,7 +118,51 @@ class LeanClient:
         return answer["result"]  # type: ignore[return-value]
 
 
-async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str, list[float]]]:
+class RawClient:
+    """JSON-RPC over HTTP/1.1 written by hand on one keep-alive socket: stateless mode only (no session, a JSON
+    body with Content-Length), the result checked for `isError` as the other clients do."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+        self.port = int(port)
+        self.token = token
+        self.next_id = 0
+
+    async def start(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Bearer {self.token}\r\n"
+            "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+        )
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        await self.writer.drain()
+        lines = (await self.reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        length = next(
+            int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")
+        )
+        return int(lines[0].split()[1]), await self.reader.readexactly(length)
+
+    async def call_tool(self, name: str, arguments: dict[str, object]) -> dict[str, object]:
+        self.next_id += 1
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call"}
+        message["params"] = {"name": name, "arguments": arguments}
+        status, body = await self.request("POST", "/mcp", json.dumps(message).encode())
+        answer = json.loads(body)
+        assert status == 200 and not answer["result"].get("isError"), answer
+        return answer["result"]  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def measure(
+    config_path: Path, url: str, calls: int, stateless: bool
+) -> dict[str, dict[str, list[float]]]:
     """One loop, interleaved: each request direct (in-process skills), then over MCP/HTTP, then over MCP/stdio
     (`mcp_server.py` launched by the client, as agent hosts launch it)."""
     import sys
@@ -130,9 +179,12 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
     times: dict[str, dict[str, list[float]]] = {
         path: {"embed": [], "abstain": []} for path in ("direct", *PATHS)
     }
-    floor: list[float] = []  # the transport's floor: a plain HTTP round trip, same client, no MCP, no skill
+    floors: dict[str, list[float]] = {"lean": [], "raw": []}  # a plain HTTP round trip, no MCP, no skill
     lean = LeanClient(f"{url}/mcp", TOKEN["bench"])
     await lean.start()
+    raw = RawClient(url, TOKEN["bench"]) if stateless else None
+    if raw:
+        await raw.start()
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN['bench']}"})
     stdio = StdioServerParameters(
         command=sys.executable,
@@ -143,7 +195,12 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
         Client(stdio, read_timeout_seconds=300) as over_stdio,
     ):
-        for client in (over_http, over_stdio, lean):  # warm-up (and the stdio server's load)
+        for client in (
+            over_http,
+            over_stdio,
+            lean,
+            *([raw] if raw else []),
+        ):  # warm-up, the stdio server's load
             await client.call_tool("embed", {"texts": TEXT})
         for name in requests:
             await direct_calls[name]()
@@ -152,15 +209,24 @@ async def measure(config_path: Path, url: str, calls: int) -> dict[str, dict[str
                 started = time.perf_counter()
                 await direct_calls[name]()
                 times["direct"][name].append((time.perf_counter() - started) * 1000)
-                for path, client in (("http", over_http), ("http-lean", lean), ("stdio", over_stdio)):
+                clients = [("http", over_http), ("http-lean", lean), ("http-raw", raw), ("stdio", over_stdio)]
+                for path, client in clients:
+                    if client is None:
+                        continue
                     started = time.perf_counter()
                     result = await client.call_tool(tool, args)
                     times[path][name].append((time.perf_counter() - started) * 1000)
                     assert isinstance(result, dict) or not result.is_error, result
             started = time.perf_counter()
             (await lean.http.get(f"{url}/health")).raise_for_status()
-            floor.append((time.perf_counter() - started) * 1000)
-    times["floor"] = {"health": floor}
+            floors["lean"].append((time.perf_counter() - started) * 1000)
+            if raw:
+                started = time.perf_counter()
+                assert (await raw.request("GET", "/health"))[0] == 200
+                floors["raw"].append((time.perf_counter() - started) * 1000)
+    times["floor"] = floors
+    if raw:
+        await raw.close()
     await lean.http.aclose()
     await skills.close()
     return times
@@ -174,7 +240,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         config, TOKEN["bench"] = embed_only_config(Path(scratch), args.mode)
         with http_server(config, TOKEN["bench"]) as url:
-            times = asyncio.run(measure(config, url, args.calls))
+            times = asyncio.run(measure(config, url, args.calls, args.mode == "stateless"))
     print(f"mode={args.mode} calls={args.calls} (HTTP mode; stdio is one mode)")
     print(f"{'call':<40} {'min ms':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, label in (("embed", "embed (MiniLM, 1 text)"), ("abstain", "reason, abstains (no model)")):
@@ -182,6 +248,8 @@ def main() -> None:
         print(f"{label + ' direct':<40} {min(d):>8.2f} {statistics.median(d):>8.2f} {_pct(d, 0.99):>8.2f}")
         for path in PATHS:
             m = times[path][name]
+            if not m:  # the raw client speaks stateless mode only
+                continue
             print(
                 f"{label + ' MCP/' + path:<40} {min(m):>8.2f} {statistics.median(m):>8.2f} {_pct(m, 0.99):>8.2f}"
             )
@@ -190,16 +258,21 @@ def main() -> None:
                 f"  added by MCP/{path} ({name}): p50={statistics.median(added):.2f} ms "
                 f"p99={_pct(added, 0.99):.2f} ms (goal p50 <= 2, p99 <= 10)"
             )
-    f = times["floor"]["health"]
-    print(
-        f"HTTP floor (GET /health, the lean client's connection, no MCP, no skill): p50={statistics.median(f):.2f} ms "
-        f"p99={_pct(f, 0.99):.2f} ms"
-    )
-    lean = times["http-lean"]["abstain"]
-    above = [m - d - h for m, d, h in zip(lean, times["direct"]["abstain"], f, strict=True)]
-    print(
-        f"  MCP/http-lean (abstain) above direct + floor: p50={statistics.median(above):.2f} ms (the MCP stack's own share)"
-    )
+    for client, f in times["floor"].items():
+        if not f:
+            continue
+        path = f"http-{client}"
+        print(
+            f"HTTP floor (GET /health on the {client} client's connection, no MCP, no skill): "
+            f"p50={statistics.median(f):.2f} ms p99={_pct(f, 0.99):.2f} ms"
+        )
+        # abstain only: an embed's model time varies by more than the MCP share between two runs of it
+        above = [
+            m - d - h for m, d, h in zip(times[path]["abstain"], times["direct"]["abstain"], f, strict=True)
+        ]
+        print(
+            f"  MCP/{path} (abstain) above direct + floor: p50={statistics.median(above):.2f} ms (the MCP stack)"
+        )
 
 
 if __name__ == "__main__":

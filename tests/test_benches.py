@@ -28,6 +28,10 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         (["bench/base_verify.py", "--repeats", "1"], "ratio="),
         (["bench/generate_batching.py", "--callers", "3", "--tokens", "4", "--repeats", "1"], "ratio="),
         (["bench/mcp_overhead.py", "--calls", "5"], "p50="),
+        (
+            ["bench/mcp_overhead.py", "--calls", "5", "--mode", "stateless"],
+            "MCP/http-raw (abstain) above direct",
+        ),
         (["bench/mcp_profile.py", "--calls", "20"], "mcp SDK: streamable-HTTP transport"),
         (["bench/load.py", "--clients", "3", "--seconds", "3"], "lost=0 "),
         (["bench/model_load.py", "--quick"], "p50="),
@@ -38,6 +42,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         "base_verify",
         "generate_batching",
         "mcp_overhead",
+        "mcp_overhead_stateless",
         "mcp_profile",
         "load",
         "model_load",
