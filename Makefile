@@ -154,8 +154,9 @@ demo-release: install
 	    test "$(REQUIRE_RELEASE)" != 1; \
 	fi
 
-# Every bench, figures into bench/results.json and docs/benchmarks.md (the edge and guard benches use make demo's artifacts).
-bench: install tflite-env
+# Every bench, figures into bench/results.json and docs/benchmarks.md (the edge and guard benches use make demo's
+# artifacts; train_overhead trains on the registered demo dataset, which demo-data registers, idempotently).
+bench: install tflite-env demo-data
 	$(PY) bench/run_all.py --out $(OUT)
 
 clean:
