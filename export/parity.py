@@ -31,8 +31,8 @@ def causal_logits(model: Any, batches: list[dict[str, Any]]) -> list[Any]:
     import torch
 
     model.eval()
-    with torch.no_grad():
-        return [model(**batch).logits.float() for batch in batches]
+    with torch.no_grad():  # float64: exact for float32 and bfloat16 logits, and a float64 model's not rounded
+        return [model(**batch).logits.double() for batch in batches]
 
 
 def max_abs_diff(first: list[Any], second: list[Any]) -> float:
