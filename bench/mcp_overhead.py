@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
@@ -148,8 +149,12 @@ class RawClient:
 
     async def call_tool(self, name: str, arguments: dict[str, object]) -> dict[str, object]:
         self.next_id += 1
-        message = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call"}
-        message["params"] = {"name": name, "arguments": arguments}
+        message = {
+            "jsonrpc": "2.0",
+            "id": self.next_id,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        }
         status, body = await self.request("POST", "/mcp", json.dumps(message).encode())
         answer = json.loads(body)
         assert status == 200 and not answer["result"].get("isError"), answer
@@ -195,12 +200,14 @@ async def measure(
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
         Client(stdio, read_timeout_seconds=300) as over_stdio,
     ):
-        for client in (
-            over_http,
-            over_stdio,
-            lean,
-            *([raw] if raw else []),
-        ):  # warm-up, the stdio server's load
+        paths: list[tuple[str, Any]] = [
+            ("http", over_http),
+            ("http-lean", lean),
+            ("http-raw", raw),
+            ("stdio", over_stdio),
+        ]
+        clients = [(path, client) for path, client in paths if client is not None]  # raw: stateless only
+        for _, client in clients:  # warm-up (and the stdio server's load)
             await client.call_tool("embed", {"texts": TEXT})
         for name in requests:
             await direct_calls[name]()
@@ -209,10 +216,7 @@ async def measure(
                 started = time.perf_counter()
                 await direct_calls[name]()
                 times["direct"][name].append((time.perf_counter() - started) * 1000)
-                clients = [("http", over_http), ("http-lean", lean), ("http-raw", raw), ("stdio", over_stdio)]
                 for path, client in clients:
-                    if client is None:
-                        continue
                     started = time.perf_counter()
                     result = await client.call_tool(tool, args)
                     times[path][name].append((time.perf_counter() - started) * 1000)
