@@ -17,6 +17,10 @@ between two runs by more than that share, so its paired figures are noisier). `-
 transport: `sse` (default: session, SSE-framed responses), `json` (session, plain JSON responses) or `stateless`
 (JSON responses, no session; `make bench` runs this one).
 
+Over stdio likewise two clients: the SDK's `Client` (launching the server as agent hosts do) and `RawStdioClient`
+(JSON-RPC lines on the server's pipes, no MCP library: the stdio server's own share); its floor is an MCP `ping`
+(answered by the SDK's session: pipes, framing and JSON, no tool, no skill).
+
     .venv/bin/python bench/mcp_overhead.py [--calls 200] [--mode sse|json|stateless]
 """
 
@@ -49,7 +53,7 @@ TOKEN: dict[str, str] = {}
 TEXT = ["Caregiver reports the child walks without holding on."]
 
 
-PATHS = ("http", "http-lean", "http-raw", "stdio")
+PATHS = ("http", "http-lean", "http-raw", "stdio", "stdio-raw")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -165,6 +169,57 @@ class RawClient:
         await self.writer.wait_closed()
 
 
+class RawStdioClient:
+    """JSON-RPC lines written by hand to `mcp_server.py` over its stdin and read from its stdout (asyncio pipes,
+    no MCP library): `initialize`, `notifications/initialized`, then one line per call, the answer matched by
+    id. What it adds is the stdio server's share plus the pipes; `ping` (answered by the SDK's session, no tool,
+    no skill) is the stdio transport's floor."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.next_id = 0
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=1 << 24,  # an embed's answer is one long line
+        )
+        init = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        }
+        await self.request("initialize", init)
+        assert self.process.stdin is not None
+        self.process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+
+    async def request(self, method: str, params: dict[str, object]) -> dict[str, object]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.next_id += 1
+        message = {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+        while True:  # skip notifications the server sends (log messages, progress)
+            answer = json.loads(await self.process.stdout.readline())
+            if answer.get("id") == self.next_id:
+                assert "result" in answer, answer
+                return answer["result"]  # type: ignore[no-any-return]
+
+    async def call_tool(self, name: str, arguments: dict[str, object]) -> dict[str, object]:
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        assert not result.get("isError"), result
+        return result
+
+    async def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        await self.process.wait()
+
+
 async def measure(
     config_path: Path, url: str, calls: int, stateless: bool
 ) -> dict[str, dict[str, list[float]]]:
@@ -184,18 +239,18 @@ async def measure(
     times: dict[str, dict[str, list[float]]] = {
         path: {"embed": [], "abstain": []} for path in ("direct", *PATHS)
     }
-    floors: dict[str, list[float]] = {"lean": [], "raw": []}  # a plain HTTP round trip, no MCP, no skill
+    # a plain HTTP round trip (no MCP, no skill) and an MCP `ping` over stdio (no tool, no skill)
+    floors: dict[str, list[float]] = {"lean": [], "raw": [], "stdio-raw": []}
     lean = LeanClient(f"{url}/mcp", TOKEN["bench"])
     await lean.start()
     raw = RawClient(url, TOKEN["bench"]) if stateless else None
     if raw:
         await raw.start()
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN['bench']}"})
-    stdio = StdioServerParameters(
-        command=sys.executable,
-        args=[str(ROOT / "mcp_server.py"), "--config", str(config_path)],
-        cwd=str(ROOT),
-    )
+    server_command = [sys.executable, str(ROOT / "mcp_server.py"), "--config", str(config_path)]
+    stdio = StdioServerParameters(command=server_command[0], args=server_command[1:], cwd=str(ROOT))
+    raw_stdio = RawStdioClient(server_command)
+    await raw_stdio.start()
     async with (
         Client(streamable_http_client(f"{url}/mcp", http_client=http)) as over_http,
         Client(stdio, read_timeout_seconds=300) as over_stdio,
@@ -205,10 +260,12 @@ async def measure(
             ("http-lean", lean),
             ("http-raw", raw),
             ("stdio", over_stdio),
+            ("stdio-raw", raw_stdio),
         ]
         clients = [(path, client) for path, client in paths if client is not None]  # raw: stateless only
-        for _, client in clients:  # warm-up (and the stdio server's load)
-            await client.call_tool("embed", {"texts": TEXT})
+        for _ in range(2):  # warm-up: the stdio servers' loads, then every connection used again (keep-alive)
+            for _, client in clients:
+                await client.call_tool("embed", {"texts": TEXT})
         for name in requests:
             await direct_calls[name]()
         for _ in range(calls):
@@ -228,7 +285,11 @@ async def measure(
                 started = time.perf_counter()
                 assert (await raw.request("GET", "/health"))[0] == 200
                 floors["raw"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await raw_stdio.request("ping", {})
+            floors["stdio-raw"].append((time.perf_counter() - started) * 1000)
     times["floor"] = floors
+    await raw_stdio.close()
     if raw:
         await raw.close()
     await lean.http.aclose()
@@ -265,11 +326,13 @@ def main() -> None:
     for client, f in times["floor"].items():
         if not f:
             continue
-        path = f"http-{client}"
-        print(
-            f"HTTP floor (GET /health on the {client} client's connection, no MCP, no skill): "
-            f"p50={statistics.median(f):.2f} ms p99={_pct(f, 0.99):.2f} ms"
+        path = client if client.startswith("stdio") else f"http-{client}"
+        what = (
+            "MCP ping over stdio, no tool, no skill"
+            if client.startswith("stdio")
+            else f"GET /health on the {client} client's connection, no MCP, no skill"
         )
+        print(f"floor of MCP/{path} ({what}): p50={statistics.median(f):.2f} ms p99={_pct(f, 0.99):.2f} ms")
         # abstain only: an embed's model time varies by more than the MCP share between two runs of it
         above = [
             m - d - h for m, d, h in zip(times[path]["abstain"], times["direct"]["abstain"], f, strict=True)

@@ -27,7 +27,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         (["bench/embed_batching.py", "--calls", "16", "--callers", "4", "--repeats", "1"], "ratio="),
         (["bench/base_verify.py", "--repeats", "1"], "ratio="),
         (["bench/generate_batching.py", "--callers", "3", "--tokens", "4", "--repeats", "1"], "ratio="),
-        (["bench/mcp_overhead.py", "--calls", "5"], "p50="),
+        (["bench/mcp_overhead.py", "--calls", "5"], "MCP/stdio-raw (abstain) above direct + floor: p50="),
         (
             ["bench/mcp_overhead.py", "--calls", "5", "--mode", "stateless"],
             "MCP/http-raw (abstain) above direct",
