@@ -137,6 +137,24 @@ class RawClient:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """One request on the kept-alive connection. uvicorn closes a connection idle for 5 s (the stdio servers'
+        loads in the warm-up take longer under load): as any keep-alive client does, a connection the server has
+        closed is opened again and the request sent once more, since a server that closed it idle never read it."""
+        if self.reader.at_eof():
+            await self.reconnect()
+        try:
+            return await self._exchange(method, path, body)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as error:
+            if isinstance(error, asyncio.IncompleteReadError) and error.partial:
+                raise  # the server began an answer: not an idle close, do not send it again
+            await self.reconnect()
+            return await self._exchange(method, path, body)
+
+    async def reconnect(self) -> None:
+        self.writer.close()
+        await self.start()
+
+    async def _exchange(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Bearer {self.token}\r\n"
             "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"

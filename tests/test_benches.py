@@ -133,3 +133,54 @@ def test_the_eval_loss_verdict_calls_a_gap_outside_the_seed_spread_or_with_every
     assert bench.loss_gap([0.5, 1.4, 1.5], [0.4, 0.41, 0.6]) == "+0.9900 (seed spread 1.0000: within noise)"
     # the seeds touch, but the medians lie further apart than either side's range
     assert bench.loss_gap([1.0, 1.9, 2.0], [0.0, 0.1, 1.0]) == "+1.8000 (seed spread 1.0000: OUTSIDE noise)"
+
+
+def test_the_raw_http_client_reopens_a_connection_the_server_closed_idle_and_never_resends_a_begun_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench/mcp_overhead.py's hand-written keep-alive client against a loopback server that closes the connection
+    after each answer, as uvicorn does once a connection idles 5 s (CI failed on the second warm-up pass with
+    IncompleteReadError). A server that closes halfway through an answer is an error, not a request to resend."""
+    import asyncio
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location("mcp_overhead", ROOT / "bench/mcp_overhead.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    received: list[bytes] = []
+
+    async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def close_halfway(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Len")
+        await writer.drain()
+        writer.close()
+
+    async def run(handler: object) -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)  # type: ignore[arg-type]
+        port = server.sockets[0].getsockname()[1]
+        client = bench.RawClient(f"http://127.0.0.1:{port}/mcp", "t")
+        await client.start()
+        try:
+            answers = [await client.request("GET", "/health")]
+            await asyncio.sleep(0.05)  # the server's close reaches the client before the next request
+            answers.append(await client.request("GET", "/health"))
+            await client.request("GET", "/health")  # its close not awaited: found when the answer is missing
+            return answers
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(run(close_after_answer)) == [(200, b"ok"), (200, b"ok")]
+    assert len(received) == 3  # one request each: none sent twice
+    received.clear()
+    with pytest.raises(asyncio.IncompleteReadError):
+        asyncio.run(run(close_halfway))
+    assert len(received) == 1
