@@ -153,7 +153,7 @@ def main() -> int:
                     f"| {where(entry, results)} | `{entry['command']}` |"
                 )
             continue
-        command = " ".join([".venv/bin/python", *argv])
+        command = " ".join([".venv/bin/python", *argv]).replace(f"{ROOT}/", "")  # as run from the checkout
         missing = [str(p) for p in needs if not p.exists()]
         if missing:
             results["benches"][name] = {  # type: ignore[index]
@@ -186,7 +186,7 @@ def main() -> int:
         results["benches"][name] = entry  # type: ignore[index]
         shown = ", ".join(figures) if done.returncode == 0 else f"failed: {entry['error']}"
         table.append(
-            f"| {name} | {shown} | {seconds:.0f} | {str(results['date'])[:10]} | {where(entry, results)} | `{command}` |"
+            f"| {name} | {shown} | {entry['seconds']} | {str(results['date'])[:10]} | {where(entry, results)} | `{command}` |"
         )
         print(f"  {shown}", flush=True)
     bench_dir.mkdir(parents=True, exist_ok=True)
