@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         default="float64",
         help="precision of the parity forward passes (float32 for models too large for float64)",
     )
+    merge.add_argument(
+        "--merge_tolerance",
+        type=float,
+        help="max |logit diff| of the merge itself, before its weights are rounded to float32 for storage "
+        "(default 1e-5 with float64 parity, --tolerance with float32)",
+    )
     recipe = sub.add_parser("vllm-recipe", help="write the vllm serve command, config and readiness contract")
     recipe.add_argument("merged", type=Path, nargs="?", help="merged model folder")
     recipe.add_argument(
@@ -121,7 +127,12 @@ def _main(argv: list[str]) -> int:
         from export.merge import merge_adapter
 
         out = merge_adapter(
-            args.adapter, args.output_dir, args.base_model_id, args.tolerance, args.parity_dtype
+            args.adapter,
+            args.output_dir,
+            args.base_model_id,
+            args.tolerance,
+            args.parity_dtype,
+            args.merge_tolerance,
         )
         print(f"merged model: {out}")
     elif args.action == "vllm-recipe":

@@ -25,7 +25,8 @@ from hai_tools.models import check_architecture, gemma_chat_template, resolve_ba
 
 log = logging.getLogger("export")
 
-MERGE_TOLERANCE = 1e-4
+MERGE_TOLERANCE = 1e-4  # the stored (float32) merged model against base + adapter, logits in float64
+MERGE_EXACT_TOLERANCE = 1e-5  # the merge itself, in float64 before its weights are rounded to float32
 LIBRARIES = ("torch", "transformers", "peft", "safetensors", "hai-tools")
 
 
@@ -63,8 +64,11 @@ def merge_adapter(
     base_model_id: str | None = None,
     tolerance: float = MERGE_TOLERANCE,
     parity_dtype: str = "float64",
+    merge_tolerance: float | None = None,
 ) -> Path:
-    """Merge `adapter_dir` into its base; refuse an adapter of another base or a merge off by > tolerance."""
+    """Merge `adapter_dir` into its base; refuse an adapter of another base, a merge off by > merge_tolerance
+    before its weights are rounded to float32 (default 1e-5 in float64; `tolerance` in float32, whose forward
+    passes alone differ by more), or a stored merged model off by > tolerance."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,7 +120,28 @@ def merge_adapter(
         )
     model: Any = auto.from_pretrained(base.path, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).to(dtype)
-    merged = model.merge_and_unload().to(torch.float32)
+    merged = model.merge_and_unload()
+    # The merge itself, before storage: base + adapter folded into one set of weights, in the parity dtype. The
+    # stored model's figure below adds the rounding of those weights to float32 (about 6e-5 on the 270M's logits,
+    # whose largest is about 143): kept apart, a wrong merge (a scaling, a layer left out) cannot hide in it.
+    exact = max_abs_diff(with_adapter, causal_logits(merged, batches))
+    merge_limit = (
+        merge_tolerance
+        if merge_tolerance is not None
+        else (MERGE_EXACT_TOLERANCE if parity_dtype == "float64" else tolerance)
+    )
+    log.info(
+        "merge parity, before storage (%s): max |logit diff| = %.3g (tolerance %.1g)",
+        parity_dtype,
+        exact,
+        merge_limit,
+    )
+    if not exact <= merge_limit:
+        raise ParityError(
+            f"the merge itself differs from base+adapter by {exact:.3g} > {merge_limit:g} in {parity_dtype}, "
+            "before its weights are rounded for storage; nothing written"
+        )
+    merged = merged.to(torch.float32)
     merged.config.dtype = torch.float32
 
     with atomic_folder(Path(output_dir)) as tmp:
@@ -161,6 +186,7 @@ def merge_adapter(
                 ],
                 config={
                     "tolerance": tolerance,
+                    "merge_tolerance": merge_limit,
                     "dtype": "float32",
                     "parity_dtype": parity_dtype,
                     "parity_prompts": len(batches),
@@ -169,6 +195,8 @@ def merge_adapter(
                 library_versions=library_versions(LIBRARIES),
                 metrics={
                     "parity_max_abs_logit_diff": diff,
+                    "parity_merge_max_abs_logit_diff": exact,
+                    "parity_max_abs_logit": max(float(t.abs().max()) for t in with_adapter),
                     "adapter_effect_max_abs_logit_diff": effect,
                     **bf16,
                 },

@@ -31,6 +31,24 @@ def _fmt(metric: Any) -> str:
     return f"{metric.value:.3f}{ci}"
 
 
+def _merge_parity(merged: Any) -> str:
+    """The merge's parity as a reviewer reads it: the merge itself (before storage) apart from the stored model,
+    whose figure adds the rounding of its weights to float32, beside the size of the logits it is read against.
+    Merged models from before the split carry only the stored figure."""
+    metrics, config = merged.metrics, merged.config
+    stored = metrics.get("parity_max_abs_logit_diff")
+    if stored is None:
+        return "n/a"
+    if "parity_merge_max_abs_logit_diff" not in metrics:
+        return f"{stored:.3g}"
+    return (
+        f"max |logit diff| from base + adapter in {config['parity_dtype']}: the merge itself "
+        f"{metrics['parity_merge_max_abs_logit_diff']:.3g} (tolerance {config['merge_tolerance']:g}), "
+        f"the stored float32 model {stored:.3g} (tolerance {config['tolerance']:g}; largest logit "
+        f"{metrics['parity_max_abs_logit']:.3g})"
+    )
+
+
 def license_fields(license: str, task: TaskCard) -> dict[str, str]:
     """The card header's license: an id the Hub knows, or `other` with the task's license name and link."""
     if license != "other":
@@ -175,7 +193,7 @@ reject; no output may reach a patient unreviewed.**
 
 ## Model details
 - Release `{name}`: `{merged.name}` merged into `{merged.input("base_model").name}` (merge parity
-  {merged.metrics.get("parity_max_abs_logit_diff", "n/a")}), manifest hash `{merged.content_hash}`.
+  {_merge_parity(merged)}), manifest hash `{merged.content_hash}`.
 - Method: {config.get("method", "n/a")} (r={config.get("lora_r", "n/a")}, alpha={config.get("lora_alpha", "n/a")},
   targets {config.get("target_modules", "n/a")}), seed {config.get("seed", "n/a")}.
 - Developed with hai-tools; provenance in `manifest.json`, lineage below, signature in `release.sig`.

@@ -101,6 +101,9 @@ def test_card_command_renders_the_card_of_a_merged_model(
     assert card.startswith("---\nbase_model: ") and "# Model card: tiny-card" in card
     assert "## Differential privacy" in card and "Not trained with differential privacy" in card
     assert "## LLM-eval suites" in card and "FAIL refer_auc >= 0.9" in card
+    # the merge itself apart from the stored model's rounding, each with its tolerance
+    assert "from base + adapter in float64: the merge itself 0 (tolerance 1e-05)" in card
+    assert ", the stored float32 model " in card and " (tolerance 0.0001; largest logit " in card
     # a merged model changed after its manifest was written is refused
     other = tmp_path / "other"
     shutil.copytree(merged_tiny, other)
