@@ -32,8 +32,9 @@ from hai_tools.manifest import verify_artifact
 
 def bench_embedder(folder: Path, repeats: int) -> list[dict[str, object]]:
     """The serving path as the baseline: sentence-transformers `encode([text])` on the same model (SDPA
-    attention, each text at its own length, the shared 128-token window) against LiteRT (tokenise, pad to its
-    fixed 128, run), the same texts (short and one longer than the window), one text per call, interleaved."""
+    attention, each text at its own length, the shared 128-token window) against LiteRT (tokenise, pad to the
+    smallest of the model's length buckets that holds the text, run; a model built with one bucket pads every
+    text to 128), the same texts (short and one longer than the window), one text per call, interleaved."""
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 

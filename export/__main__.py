@@ -14,6 +14,15 @@ from pathlib import Path
 from hai_tools.cli import run_cli
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give comma-separated token lengths, e.g. 16,32,64,128"
+        ) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -71,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     tfl.add_argument(
         "--prefill_len", type=int, help="causal LM: prefill signature length (default: seq_len / 2)"
+    )
+    tfl.add_argument(
+        "--buckets",
+        type=_int_list,
+        help="embedder: token lengths, one signature each over one set of weights; a text runs in the smallest "
+        "that holds it (default 16,32,64,128; the largest is the window)",
     )
     tfl.add_argument("--decode_steps", type=int, default=32, help="greedy steps compared against PyTorch")
     tfl.add_argument("--no_int8", action="store_true", help="skip the int8 variant")
@@ -184,6 +199,7 @@ def _main(argv: list[str]) -> int:
             args.prefill_len,
             check,
             args.int8_recipe,
+            args.buckets,
         )
         print(f"tflite {kind}: {out}")
     elif args.action == "distill":

@@ -50,6 +50,9 @@ INT8_MAX_SIZE_RATIO = 0.30
 # ai-edge-quantizer recipes for the int8 variant: dynamic quantises activations too (fastest on CPU); weight_only
 # stores int8 weights and computes in float32 (the same size, closer to the float model, as fast as fp32).
 INT8_RECIPES = {"dynamic": "dynamic_wi8_afp32", "weight_only": "weight_only_wi8_afp32"}
+# The edge embedder's length buckets: one signature each over one set of weights; a text runs in the smallest
+# that holds it (padding a short text to the whole window made it pay for 128 tokens). The largest is the window.
+EMBED_BUCKETS = (16, 32, 64, EMBED_MAX_TOKENS)
 
 
 class ConversionError(HaiError):
@@ -100,12 +103,45 @@ def _latency_ms(fn: Any, repeats: int = 10) -> float:
     return float(np.median(times))
 
 
+def parity_texts(tokenizer: Any, buckets: tuple[int, ...]) -> list[str]:
+    """The embedder's parity texts: the fixed sentences, one longer than the window (truncation compared too),
+    and for each bucket the longest opening of that long text that fits it, so every signature is checked.
+    Refuses buckets no text lands in (before anything is converted)."""
+    words = EMBED_LONG.split()
+    texts = [*EMBED_SENTENCES, EMBED_LONG]
+    for bucket in buckets[:-1]:
+        fits = [n for n in range(1, len(words)) if len(tokenizer(" ".join(words[:n]))["input_ids"]) <= bucket]
+        if fits:
+            texts.append(" ".join(words[: max(fits)]))
+    window = buckets[-1]
+    lengths = [min(len(tokenizer(t)["input_ids"]), window) for t in texts]
+    empty = [
+        b for i, b in enumerate(buckets) if not any((buckets[i - 1] if i else 0) < n <= b for n in lengths)
+    ]
+    if empty:
+        raise ConfigError(
+            f"--buckets {','.join(map(str, buckets))}: no parity text lands in bucket(s) "
+            f"{', '.join(map(str, empty))} (the shortest has {min(lengths)} tokens), so their signatures could not "
+            "be checked; choose buckets that texts fill"
+        )
+    return texts
+
+
+def check_buckets(buckets: tuple[int, ...], seq_len: int) -> tuple[int, ...]:
+    if list(buckets) != sorted(set(buckets)) or not buckets or buckets[0] < 1:
+        raise ConfigError(f"--buckets {','.join(map(str, buckets))}: give increasing positive token lengths")
+    if buckets[-1] != seq_len:
+        raise ConfigError(
+            f"--buckets {','.join(map(str, buckets))}: the largest bucket is the window, {seq_len} tokens"
+        )
+    return tuple(buckets)
+
+
 def _evaluate_embedder(
-    folder: Path, module: Any, tokenizer: Any, seq_len: int
+    folder: Path, module: Any, tokenizer: Any, seq_len: int, texts: list[str]
 ) -> dict[str, dict[str, float]]:
     import torch
 
-    texts = [*EMBED_SENTENCES, EMBED_LONG]  # one text longer than the window: truncation is compared too
     with torch.no_grad():
         reference = np.stack(
             [
@@ -122,7 +158,8 @@ def _evaluate_embedder(
                 for t in texts
             ]
         )
-    row, mask = _pad(tokenizer(texts[0])["input_ids"], seq_len, tokenizer.pad_token_id or 0)
+    first = tokenizer(texts[0])["input_ids"]
+    row, mask = _pad(first, len(first), tokenizer.pad_token_id or 0)  # PyTorch runs the text unpadded
     torch_ms = _latency_ms(lambda: module(torch.from_numpy(row), torch.from_numpy(mask)))
     results: dict[str, dict[str, float]] = {}
     for variant in ("fp32", "int8"):
@@ -135,8 +172,9 @@ def _evaluate_embedder(
         results[variant] = {
             "min_cosine": float(cosine.min()),
             "size_bytes": path.stat().st_size,
-            "latency_ms_batch1": _latency_ms(lambda m=model: m.run(row, mask)),
+            "latency_ms_batch1": _latency_ms(lambda m=model: embed_tflite(m, tokenizer, texts[:1])),
             "torch_latency_ms_batch1": torch_ms,
+            "buckets": float(len(model.buckets)),
         }
     return results
 
@@ -246,6 +284,7 @@ def export_tflite(
     prefill_len: int | None = None,
     check: TeacherCheck | None = None,
     int8_recipe: str = "dynamic",
+    buckets: tuple[int, ...] | None = None,
 ) -> Path:
     """Convert, then keep each variant that passes its gate; fail (write nothing) if fp32 fails. A causal LM
     gets a `prefill_<prefill_len>` signature (default seq_len / 2); longer prompts fill the rest of the cache
@@ -268,6 +307,12 @@ def export_tflite(
             f"--seq_len {seq_len}: the embedder's window is {EMBED_MAX_TOKENS} tokens on every backend "
             "(hai_tools.models.EMBED_MAX_TOKENS); an edge model with another would embed long texts differently"
         )
+    texts: list[str] = []
+    if kind == "embedder":
+        buckets = check_buckets(tuple(buckets or EMBED_BUCKETS), seq_len)
+        texts = parity_texts(AutoTokenizer.from_pretrained(model_dir), buckets)
+    elif buckets:
+        raise ConfigError("--buckets is for an embedder; a causal LM has its prefill length (--prefill_len)")
     prefill_len = prefill_len or seq_len // 2
     if not 1 <= prefill_len <= seq_len:
         raise ConversionError(f"--prefill_len {prefill_len} must be between 1 and --seq_len ({seq_len})")
@@ -290,6 +335,7 @@ def export_tflite(
                 "prefill_len": prefill_len,
                 "int8": int8,
                 "int8_recipe": INT8_RECIPES[int8_recipe],
+                "buckets": list(buckets or ()),
             }
         )
         for variant in ("fp32", "int8"):
@@ -298,7 +344,7 @@ def export_tflite(
         shutil.rmtree(scratch)
         convert_seconds = time.monotonic() - started
         if kind == "embedder":
-            results = _evaluate_embedder(tmp, MeanPooledEmbedder.build(model_dir), tokenizer, seq_len)
+            results = _evaluate_embedder(tmp, MeanPooledEmbedder.build(model_dir), tokenizer, seq_len, texts)
         else:
             results = _evaluate_causal_lm(tmp, model_dir, tokenizer, decode_steps)
         rejected = _apply_gates(tmp, kind, results)
@@ -342,7 +388,11 @@ def export_tflite(
                 config={
                     "kind": kind,
                     "seq_len": seq_len,
-                    **({"prefill_len": prefill_len} if kind == "causal_lm" else {}),
+                    **(
+                        {"prefill_len": prefill_len}
+                        if kind == "causal_lm"
+                        else {"buckets": list(buckets or ())}
+                    ),
                     "batch": 1,
                     "decode_steps": decode_steps,
                     "route": f"litert-torch (convert / export_hf), ai-edge-quantizer {INT8_RECIPES[int8_recipe]} for int8",

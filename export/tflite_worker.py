@@ -4,10 +4,10 @@ ai-edge-quantizer), never in the main one. `export tflite` drives it as a subpro
     .venv-tflite/bin/python export/tflite_worker.py JOB.json
 
 JOB.json: {"kind": "embedder" | "causal_lm", "model_dir": ..., "output_dir": ..., "seq_len": 128, "prefill_len": 64,
-"int8_recipe": "dynamic_wi8_afp32" | "weight_only_wi8_afp32"}
+"buckets": [16, 32, 64, 128], "int8_recipe": "dynamic_wi8_afp32" | "weight_only_wi8_afp32"}
 Writes `fp32.tflite` and `int8.tflite` (ai-edge-quantizer int8 weights) into output_dir: for the embedder a
-(input_ids, attention_mask) -> sentence embedding graph; for a causal LM `prefill_<N>` and `decode` signatures
-with a KV cache of `seq_len` positions.
+(input_ids, attention_mask) -> sentence embedding graph per length bucket (signatures `seq_<N>`); for a causal
+LM `prefill_<N>` and `decode` signatures with a KV cache of `seq_len` positions.
 Self-contained on purpose: hai_tools is not installed in this environment.
 """
 
@@ -67,6 +67,19 @@ def _quantize_int8(fp32_path: Path, int8_path: Path, recipe_name: str) -> None:
     int8_path.write_bytes(bytes(result.quantized_model))
 
 
+def _strip_tensor_names(path: Path) -> None:
+    """Drop the tensors' debug names (module paths, about 190 KB a signature): a bucketed embedder repeats them
+    per signature. Signatures address tensors by index, so nothing that runs the model reads them (the parity
+    gates run on the stripped files)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            tensor.name = None
+    flatbuffer_utils.write_model(model, str(path))
+
+
 def main(job_path: str) -> int:
     import litert_torch
 
@@ -75,14 +88,21 @@ def main(job_path: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     seq = int(job.get("seq_len", 128))
     if job["kind"] == "embedder":
-        sample = (torch.ones((1, seq), dtype=torch.int32), torch.ones((1, seq), dtype=torch.int32))
+        # one signature `seq_<N>` per length bucket, all over one set of weights (the converter shares them)
+        module, converter = _embedder(job["model_dir"]), litert_torch
+        for n in job.get("buckets") or [seq]:
+            sample = (torch.ones((1, n), dtype=torch.int32), torch.ones((1, n), dtype=torch.int32))
+            converter = converter.signature(f"seq_{n}", module, sample)
         with torch.no_grad():
-            edge = litert_torch.convert(_embedder(job["model_dir"]), sample)
+            edge = converter.convert()
         edge.export(str(out / "fp32.tflite"))
     else:
         _export_causal_lm(job["model_dir"], out, int(job.get("prefill_len", seq // 2)), seq)
     if job.get("int8", True):
         _quantize_int8(out / "fp32.tflite", out / "int8.tflite", job.get("int8_recipe", "dynamic_wi8_afp32"))
+    if job["kind"] == "embedder":
+        for path in out.glob("*.tflite"):
+            _strip_tensor_names(path)
     print(json.dumps({"written": sorted(p.name for p in out.glob("*.tflite"))}))
     return 0
 

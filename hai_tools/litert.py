@@ -12,19 +12,34 @@ import numpy as np
 
 
 class TFLiteModel:
-    """A converted model in the LiteRT interpreter: `run(input_ids, attention_mask)` on one padded row."""
+    """A converted embedder in the LiteRT interpreter: `run(input_ids, attention_mask)` on one padded row. Built
+    with length buckets (signatures `seq_<N>`, one set of weights), a text runs in the smallest bucket that holds
+    it, so a short text does not pay for the whole window; a model of one signature has one bucket. `seq_len`
+    is the largest: the window."""
 
     def __init__(self, path: Path) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
         self.interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-        self.runner = self.interpreter.get_signature_runner()
-        details = self.runner.get_input_details()
-        self.seq_len = int(details["args_0"]["shape"][1])
+        names = [n for n in self.interpreter.get_signature_list() if n.startswith("seq_") and n[4:].isdigit()]
+        if names:
+            self.runners = {int(n[4:]): self.interpreter.get_signature_runner(n) for n in names}
+        else:
+            runner = self.interpreter.get_signature_runner()
+            self.runners = {int(runner.get_input_details()["args_0"]["shape"][1]): runner}
+        self.buckets = sorted(self.runners)
+        self.seq_len = self.buckets[-1]
+
+    def bucket(self, length: int) -> int:
+        """The smallest bucket that holds `length` tokens (texts are truncated to the window first)."""
+        return next(b for b in self.buckets if b >= min(length, self.seq_len))
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out = self.runner(args_0=input_ids.astype(np.int32), args_1=attention_mask.astype(np.int32))
+        width = int(input_ids.shape[1])
+        if width not in self.runners:
+            raise ValueError(f"a row of {width} tokens: this edge embedder takes rows of {self.buckets}")
+        out = self.runners[width](args_0=input_ids.astype(np.int32), args_1=attention_mask.astype(np.int32))
         return np.asarray(next(iter(out.values())))
 
 
@@ -41,7 +56,7 @@ def embed_tflite(model: TFLiteModel, tokenizer: Any, texts: list[str]) -> np.nda
     rows = []
     for text in texts:
         ids = tokenizer(text, truncation=True, max_length=model.seq_len)["input_ids"]
-        rows.append(model.run(*_pad(ids, model.seq_len, tokenizer.pad_token_id or 0))[0])
+        rows.append(model.run(*_pad(ids, model.bucket(len(ids)), tokenizer.pad_token_id or 0))[0])
     return np.stack(rows)
 
 

@@ -70,3 +70,98 @@ def test_interrupted_conversion_leaves_no_output(
     assert "the converter was killed (signal 9)" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["python"]
+
+
+def test_the_edge_embedder_runs_each_text_in_the_smallest_bucket_that_holds_it(minilm_tflite: Path) -> None:
+    """Length buckets (one signature each, one set of weights): a short text no longer pays for the whole
+    window, and the bucket it runs in does not change its vector (the same text padded to the window gives the
+    same embedding); the export's parity texts land in every bucket."""
+    from transformers import AutoTokenizer
+
+    from export.tflite import EMBED_BUCKETS, parity_texts
+    from hai_tools.litert import _pad
+
+    manifest = verify_artifact(minilm_tflite, kind="tflite_embedder")
+    assert manifest.config["buckets"] == [16, 32, 64, 128] == list(EMBED_BUCKETS)
+    model, tokenizer = (
+        TFLiteModel(minilm_tflite / "fp32.tflite"),
+        AutoTokenizer.from_pretrained(minilm_tflite),
+    )
+    assert model.buckets == [16, 32, 64, 128] and model.seq_len == 128
+    assert [model.bucket(n) for n in (3, 16, 17, 33, 65, 128, 400)] == [16, 16, 32, 64, 128, 128, 128]
+    texts = parity_texts(tokenizer, EMBED_BUCKETS)
+    used = {model.bucket(len(tokenizer(t, truncation=True, max_length=128)["input_ids"])) for t in texts}
+    assert used == {16, 32, 64, 128}
+    for text in texts:
+        ids = tokenizer(text, truncation=True, max_length=128)["input_ids"]
+        window = model.run(*_pad(ids, 128, tokenizer.pad_token_id))[0]
+        bucketed = embed_tflite(model, tokenizer, [text])[0]
+        assert float(window @ bucketed) > 0.99999, (len(ids), float(window @ bucketed))
+    with pytest.raises(
+        ValueError, match=r"a row of 20 tokens: this edge embedder takes rows of \[16, 32, 64, 128\]"
+    ):
+        model.run(*_pad(ids, 20, 0))
+
+
+@pytest.mark.parametrize(
+    ("buckets", "message"),
+    [
+        ("2,128", "no parity text lands in bucket(s) 2 (the shortest has 9 tokens)"),
+        ("16,64", "the largest bucket is the window, 128 tokens"),
+        ("32,16,128", "give increasing positive token lengths"),
+        ("16,x", "give comma-separated token lengths"),
+    ],
+)
+def test_buckets_that_cannot_be_checked_or_served_are_refused_before_conversion(
+    buckets: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Refused before the converter runs: with no converter environment at all the refusal is still the bucket's."""
+    monkeypatch.setenv("HAI_TFLITE_PYTHON", str(tmp_path / "nope" / "python"))
+    args = ["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(tmp_path / "o")]
+    try:
+        code = main([*args, "--buckets", buckets])
+    except SystemExit as exit:  # argparse refuses a malformed list itself
+        code = exit.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "make tflite-env" not in err
+    assert not (tmp_path / "o").exists()
+
+
+LEGACY_EMBEDDER = """
+import sys, torch, litert_torch
+from transformers import BertConfig, BertModel
+bert = BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, attn_implementation="eager")).eval()
+class Pooled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bert = bert
+    def forward(self, input_ids, attention_mask):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.mean(1)
+sample = (torch.ones((1, 8), dtype=torch.int32), torch.ones((1, 8), dtype=torch.int32))
+litert_torch.convert(Pooled().eval(), sample).export(sys.argv[1])
+"""
+
+
+def test_an_edge_embedder_built_before_buckets_loads_as_one_bucket(tmp_path: Path) -> None:
+    """Edge embedders built before length buckets hold one unnamed signature at the window's length: they still
+    load and run, as one bucket (a tiny BERT converted the old way, in the converter environment)."""
+    import os
+    import subprocess
+
+    from export.tflite import converter_python
+    from hai_tools.litert import _pad
+
+    path = tmp_path / "legacy.tflite"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run(
+        [str(converter_python()), "-c", LEGACY_EMBEDDER, str(path)], check=True, env=env, capture_output=True
+    )
+    model = TFLiteModel(path)
+    assert model.buckets == [8] and model.seq_len == 8 and model.bucket(3) == 8
+    assert model.run(*_pad([2, 5, 3], 8, 0)).shape == (1, 16)
