@@ -27,7 +27,7 @@ from export.merge import ParityError
 from export.onnx_export import EMBED_LONG, EMBED_SENTENCES, MeanPooledEmbedder
 from export.parity import PARITY_PROMPTS, greedy_decode_torch
 from hai_tools.errors import ConfigError, HaiError
-from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite
+from hai_tools.litert import LiteRTCausalLM, TFLiteModel, _pad, embed_tflite, smallest_bucket
 from hai_tools.manifest import (
     ArtifactInput,
     Manifest,
@@ -108,16 +108,16 @@ def parity_texts(tokenizer: Any, buckets: tuple[int, ...]) -> list[str]:
     and for each bucket the longest opening of that long text that fits it, so every signature is checked.
     Refuses buckets no text lands in (before anything is converted)."""
     words = EMBED_LONG.split()
+    openings = [" ".join(words[:n]) for n in range(1, len(words))]
+    sizes = [len(tokenizer(text)["input_ids"]) for text in openings]  # once: every bucket picks from them
     texts = [*EMBED_SENTENCES, EMBED_LONG]
     for bucket in buckets[:-1]:
-        fits = [n for n in range(1, len(words)) if len(tokenizer(" ".join(words[:n]))["input_ids"]) <= bucket]
+        fits = [text for text, size in zip(openings, sizes, strict=True) if size <= bucket]
         if fits:
-            texts.append(" ".join(words[: max(fits)]))
-    window = buckets[-1]
-    lengths = [min(len(tokenizer(t)["input_ids"]), window) for t in texts]
-    empty = [
-        b for i, b in enumerate(buckets) if not any((buckets[i - 1] if i else 0) < n <= b for n in lengths)
-    ]
+            texts.append(fits[-1])
+    lengths = [len(tokenizer(t)["input_ids"]) for t in texts]
+    used = {smallest_bucket(buckets, n) for n in lengths}
+    empty = [b for b in buckets if b not in used]
     if empty:
         raise ConfigError(
             f"--buckets {','.join(map(str, buckets))}: no parity text lands in bucket(s) "
@@ -307,16 +307,16 @@ def export_tflite(
             f"--seq_len {seq_len}: the embedder's window is {EMBED_MAX_TOKENS} tokens on every backend "
             "(hai_tools.models.EMBED_MAX_TOKENS); an edge model with another would embed long texts differently"
         )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts: list[str] = []
     if kind == "embedder":
         buckets = check_buckets(tuple(buckets or EMBED_BUCKETS), seq_len)
-        texts = parity_texts(AutoTokenizer.from_pretrained(model_dir), buckets)
+        texts = parity_texts(tokenizer, buckets)
     elif buckets:
         raise ConfigError("--buckets is for an embedder; a causal LM has its prefill length (--prefill_len)")
     prefill_len = prefill_len or seq_len // 2
     if not 1 <= prefill_len <= seq_len:
         raise ConversionError(f"--prefill_len {prefill_len} must be between 1 and --seq_len ({seq_len})")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if kind == "causal_lm" and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     teacher: tuple[Path, Any, list[Any]] | None = None

@@ -11,6 +11,12 @@ from typing import Any
 import numpy as np
 
 
+def smallest_bucket(buckets: list[int] | tuple[int, ...], length: int) -> int:
+    """The smallest of the increasing `buckets` that holds `length` tokens; a longer text is truncated to the
+    window (the largest)."""
+    return next(b for b in buckets if b >= min(length, buckets[-1]))
+
+
 class TFLiteModel:
     """A converted embedder in the LiteRT interpreter: `run(input_ids, attention_mask)` on one padded row. Built
     with length buckets (signatures `seq_<N>`, one set of weights), a text runs in the smallest bucket that holds
@@ -33,7 +39,7 @@ class TFLiteModel:
 
     def bucket(self, length: int) -> int:
         """The smallest bucket that holds `length` tokens (texts are truncated to the window first)."""
-        return next(b for b in self.buckets if b >= min(length, self.seq_len))
+        return smallest_bucket(self.buckets, length)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         width = int(input_ids.shape[1])
