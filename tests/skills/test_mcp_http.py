@@ -402,6 +402,16 @@ def test_request_bodies_are_bounded(server_url: str) -> None:
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
 
 
+def test_cors_is_off_unless_configured(server_url: str) -> None:
+    """The server's config lists no `http.cors_origins`: a browser page from another origin gets no CORS grant,
+    neither on a preflight nor on the answer itself, so its scripts cannot read what the server says."""
+    origin = {"Origin": "https://page.example", "Access-Control-Request-Method": "POST"}
+    preflight = httpx.options(f"{server_url}/mcp", headers={**origin, **_auth("ward-agent")})
+    answer = httpx.get(f"{server_url}/health", headers={"Origin": "https://page.example"})
+    for response in (preflight, answer):
+        assert not any(k.lower().startswith("access-control-") for k in response.headers), response.headers
+
+
 def test_a_public_host_without_allowed_hosts_does_not_start(
     merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
 ) -> None:
