@@ -412,6 +412,47 @@ def test_cors_is_off_unless_configured(server_url: str) -> None:
         assert not any(k.lower().startswith("access-control-") for k in response.headers), response.headers
 
 
+def test_cors_grants_only_the_configured_origins_and_never_bypasses_auth(
+    merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """`http.cors_origins` lists a ward page's origin: its browser preflight for an authenticated MCP POST is
+    granted (the preflight carries no token, as browsers send none), and answers to it carry the grant; another
+    origin is refused on the preflight and gets no grant on answers; a cross-origin request without a token is
+    still 401. Fails if CORS is granted to every origin, or if the auth layer refuses token-less preflights
+    (which would make CORS useless to a browser)."""
+    ward, other = "https://ward.example", "https://page.example"
+    token = make_callers(tmp_path / "callers.yaml", ward="clinician")["ward"]
+    config = tiny_server_config(
+        tmp_path / "server.yaml",
+        merged_tiny,
+        callers=str(tmp_path / "callers.yaml"),
+        http={"cors_origins": [ward]},
+    )
+    proc, base, log = spawn_http_server(config, tmp_path / "server.log", server_env)
+    try:
+        wait_for_http(f"{base}/ready", proc, log, token=token)
+        asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        granted = httpx.options(f"{base}/mcp", headers={"Origin": ward, **asked})
+        assert granted.status_code == 200, granted.text
+        assert granted.headers["access-control-allow-origin"] == ward
+        assert "authorization" in granted.headers["access-control-allow-headers"].lower()
+        refused = httpx.options(f"{base}/mcp", headers={"Origin": other, **asked})
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+
+        answer = httpx.get(f"{base}/health", headers={"Origin": ward})
+        assert answer.headers["access-control-allow-origin"] == ward
+        assert "access-control-allow-origin" not in httpx.get(f"{base}/health", headers={"Origin": other}).headers
+
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        mcp_headers = {"Origin": ward, "Accept": "application/json, text/event-stream"}
+        assert httpx.post(f"{base}/mcp", json=call, headers=mcp_headers).status_code == 401
+        ready = httpx.get(f"{base}/ready", headers={"Origin": ward, "Authorization": f"Bearer {token}"})
+        assert ready.status_code == 200 and ready.headers["access-control-allow-origin"] == ward
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_a_public_host_without_allowed_hosts_does_not_start(
     merged_tiny: Path, tmp_path: Path, server_env: dict[str, str]
 ) -> None:
