@@ -19,7 +19,9 @@ def test_minilm_tflite_fp32_exact_and_int8_small(minilm_tflite: Path) -> None:
     variants = manifest.metrics["variants"]
     assert variants["fp32"]["min_cosine"] >= 0.9999
     assert variants["int8"]["min_cosine"] >= 0.99
-    assert variants["int8"]["size_ratio_to_fp32"] <= 0.30
+    assert variants["int8"]["size_ratio_to_fp32"] <= 0.30  # the gate
+    # the goal (issue 20), from the files themselves: positions looked up, quantization stored once
+    assert (out / "int8.tflite").stat().st_size <= 0.26 * (out / "fp32.tflite").stat().st_size
     from transformers import AutoTokenizer
 
     vectors = embed_tflite(
@@ -165,3 +167,74 @@ def test_an_edge_embedder_built_before_buckets_loads_as_one_bucket(tmp_path: Pat
     model = TFLiteModel(path)
     assert model.buckets == [8] and model.seq_len == 8 and model.bucket(3) == 8
     assert model.run(*_pad([2, 5, 3], 8, 0)).shape == (1, 16)
+
+
+COMPACTION_CHECK = """
+import json, sys, collections, runpy
+from pathlib import Path
+from ai_edge_litert.tools import flatbuffer_utils
+worker = runpy.run_path(sys.argv[1])
+path, scratch = Path(sys.argv[2]), Path(sys.argv[3])
+model = flatbuffer_utils.read_model(str(path))
+users = collections.defaultdict(set)
+for index, subgraph in enumerate(model.subgraphs):
+    for tensor in subgraph.tensors:
+        users[tensor.buffer].add(index)
+large = [b for b, buffer in enumerate(model.buffers) if buffer.data is not None and len(buffer.data) > 4096]
+quantization = sum(12 * len(t.quantization.scale) for t in model.subgraphs[0].tensors
+                   if t.quantization is not None and t.quantization.scale is not None)
+flatbuffer_utils.write_model(model, str(scratch / "naive.tflite"))  # the same model, packed without sharing
+expected = worker["model_digest"](model)
+tensor = next(t for t in model.subgraphs[1].tensors if t.quantization is not None and t.quantization.scale is not None
+              and len(t.quantization.scale) > 1)
+tensor.quantization.scale[0] *= 2
+flatbuffer_utils.write_model(model, str(scratch / "bad.tflite"))
+try:
+    worker["check_same"](expected, scratch / "bad.tflite", path.name)
+    refused = None
+except SystemExit as exit:
+    refused = str(exit)
+print(json.dumps({
+    "signatures": len(model.subgraphs), "size": path.stat().st_size,
+    "naive": (scratch / "naive.tflite").stat().st_size, "quantization_per_signature": quantization,
+    "large_buffers_not_in_every_signature": [b for b in large if len(users[b]) != len(model.subgraphs)],
+    "refused": refused,
+}))
+"""
+
+
+def test_the_edge_embedder_stores_positions_and_quantization_once_and_a_changed_rewrite_is_refused(
+    minilm_tflite: Path, tmp_path: Path
+) -> None:
+    """The int8 edge embedder as built (in the converter environment): every weight buffer over 4 KB serves all
+    four signatures (positions are one looked-up table, not per-signature constants), and its quantization
+    parameters are stored once (packed the stock way, one copy per signature, the same model is larger by at
+    least three signatures' worth). The compaction's read-back check refuses a rewrite in which one scale
+    changed, with its message."""
+    import json
+    import os
+    import subprocess
+
+    from export.tflite import converter_python
+
+    worker = Path(__file__).resolve().parents[2] / "export" / "tflite_worker.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run(
+        [
+            str(converter_python()),
+            "-c",
+            COMPACTION_CHECK,
+            str(worker),
+            str(minilm_tflite / "int8.tflite"),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["signatures"] == 4 and found["large_buffers_not_in_every_signature"] == []
+    assert found["quantization_per_signature"] > 500_000
+    assert found["naive"] - found["size"] >= 3 * found["quantization_per_signature"], found
+    assert found["refused"] == "int8.tflite: the compacted model reads back different from the converted one"

@@ -441,7 +441,10 @@ def test_cors_grants_only_the_configured_origins_and_never_bypasses_auth(
 
         answer = httpx.get(f"{base}/health", headers={"Origin": ward})
         assert answer.headers["access-control-allow-origin"] == ward
-        assert "access-control-allow-origin" not in httpx.get(f"{base}/health", headers={"Origin": other}).headers
+        assert (
+            "access-control-allow-origin"
+            not in httpx.get(f"{base}/health", headers={"Origin": other}).headers
+        )
 
         call = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
         mcp_headers = {"Origin": ward, "Accept": "application/json, text/event-stream"}
