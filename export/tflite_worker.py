@@ -120,15 +120,17 @@ def _share_quantization(model: Any) -> None:
     """Let tensors with equal quantization parameters point at one stored copy. ai-edge-quantizer quantises each
     signature on its own, so a bucketed embedder stored every weight's per-channel scales and (int64) zero points
     once per signature, 0.6 MB each; a flatbuffer may reference one table from many tensors, and one zero-point
-    vector from every table of its length. Packed tables are cached per builder (flatbuffers references point
-    to what was built before, which a cached table always was)."""
+    vector from every table of its length. Packed tables and vectors are cached per builder (flatbuffers
+    references point to what was built before, which a cached one always was)."""
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
-    built: dict[object, int] = {}
+    # per builder (held, so that no id is reused): what each table and vector was packed to
+    packed: dict[Any, dict[object, int]] = {}
 
     class Shared(schema.QuantizationParametersT):
         def Pack(self, builder: Any) -> int:  # the generated API's name
+            built = packed.setdefault(builder, {})
             if id(self) in built:
                 return built[id(self)]
             vectors = {}
