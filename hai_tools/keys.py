@@ -9,6 +9,7 @@ registry, the workflow service's key seals final records, the audit key keys the
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import secrets
@@ -25,16 +26,29 @@ class SignatureInvalid(HaiError):
     """A signature does not verify with the key it claims."""
 
 
+class KeyExists(ConfigError):
+    """A key file is already there: keys are never overwritten."""
+
+
 def write_private_once(path: Path, data: bytes) -> None:
-    """Write a secret file with mode 600 through a temp file; refuse to overwrite an existing key."""
+    """Write a secret file with mode 600 through a temp file; refuse to overwrite an existing key, also one that
+    another process writes at the same moment (the file is linked into place, which fails if the name exists,
+    where a rename would replace it), so it appears whole or not at all."""
     if path.exists():
-        raise ConfigError(f"{path} exists: refusing to overwrite a key")
+        raise KeyExists(f"{path} exists: refusing to overwrite a key")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        raise KeyExists(f"{path} exists: refusing to overwrite a key") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
@@ -122,7 +136,8 @@ def verify(public: Ed25519PublicKey, signature: str, payload: bytes, what: str) 
 def load_or_create_private(path: Path) -> Ed25519PrivateKey:
     """A service's own signing key (PEM, mode 600), created on first use; its public half beside it."""
     if not path.exists():
-        keygen(path.with_suffix(""))
+        with contextlib.suppress(KeyExists):  # another process created it first: use theirs
+            keygen(path.with_suffix(""))
     return load_private(path)
 
 
@@ -136,7 +151,9 @@ def secret(env: str, file: str | Path | None, default: Path, purpose: str) -> by
     if not path.exists():
         if file:
             raise ConfigError(f"{purpose} key file {path} does not exist")
-        write_private_once(path, secrets.token_hex(32).encode() + b"\n")
+        # another process may create it first (two servers starting on one home): then theirs is read
+        with contextlib.suppress(KeyExists):
+            write_private_once(path, secrets.token_hex(32).encode() + b"\n")
     return _decode_secret(path.read_text().strip(), str(path))
 
 

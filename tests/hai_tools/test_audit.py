@@ -124,3 +124,36 @@ def test_a_log_from_before_the_chain_is_set_aside_and_a_new_chain_starts(tmp_pat
     path.write_text(path.read_text() + '{"seq": 3, "cut')  # a line cut by a crash stops the next writer
     with pytest.raises(AuditChainBroken, match="the last line is not JSON"):
         AuditLog(path, key=KEY)
+
+
+def test_a_key_another_process_writes_first_is_never_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers starting on one home both find no audit key and both create one. The one that writes second must
+    not replace the first's key (the first would then chain its entries with a key nobody holds: its lines fail
+    verification, as a concurrent burst through two replicas once showed), but take it. The rival is simulated:
+    it writes its key just after this process found none, when this process opens its temp file."""
+    import os
+
+    from hai_tools.audit import audit_key
+    from hai_tools.keys import KeyExists, write_private_once
+
+    monkeypatch.delenv("HAI_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("HAI_AUDIT_KEY_FILE", raising=False)
+    path = tmp_path / "audit" / "audit.key"
+    rival = bytes(range(100, 132))
+    real_open = os.open
+
+    def open_after_the_rival(name: object, *args: object, **kwargs: object) -> int:
+        if str(name).endswith(".tmp") and not path.exists():
+            path.write_text(rival.hex() + "\n")  # the other process got there first
+        return real_open(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", open_after_the_rival)
+    assert audit_key(path.parent / "audit.jsonl") == rival
+    assert path.read_text().strip() == rival.hex()
+    assert [p.name for p in path.parent.iterdir()] == ["audit.key"]  # no temp file left behind
+    monkeypatch.setattr(os, "open", real_open)
+    with pytest.raises(KeyExists, match="exists: refusing to overwrite a key"):
+        write_private_once(path, b"00" * 32)
+    assert path.read_text().strip() == rival.hex()
