@@ -125,6 +125,12 @@ def _share_quantization(model: Any) -> None:
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
+    fields = (  # the vector fields of a quantization table: name, stored type, how the table adds it
+        ("min", np.float32, schema.QuantizationParametersAddMin),
+        ("max", np.float32, schema.QuantizationParametersAddMax),
+        ("scale", np.float32, schema.QuantizationParametersAddScale),
+        ("zeroPoint", np.int64, schema.QuantizationParametersAddZeroPoint),
+    )
     # per builder (held, so that no id is reused): what each table and vector was packed to
     packed: dict[Any, dict[object, int]] = {}
 
@@ -133,13 +139,8 @@ def _share_quantization(model: Any) -> None:
             built = packed.setdefault(builder, {})
             if id(self) in built:
                 return built[id(self)]
-            vectors = {}
-            for field, dtype in (
-                ("min", np.float32),
-                ("max", np.float32),
-                ("scale", np.float32),
-                ("zeroPoint", np.int64),
-            ):
+            vectors = {}  # built before the table starts, as flatbuffers requires
+            for field, dtype, _ in fields:
                 value = getattr(self, field)
                 if value is not None:
                     array = np.asarray(value, dtype=dtype)
@@ -148,12 +149,7 @@ def _share_quantization(model: Any) -> None:
                         built[key] = builder.CreateNumpyVector(array)
                     vectors[field] = built[key]
             schema.QuantizationParametersStart(builder)
-            for field, add in (
-                ("min", schema.QuantizationParametersAddMin),
-                ("max", schema.QuantizationParametersAddMax),
-                ("scale", schema.QuantizationParametersAddScale),
-                ("zeroPoint", schema.QuantizationParametersAddZeroPoint),
-            ):
+            for field, _, add in fields:
                 if field in vectors:
                     add(builder, vectors[field])
             schema.QuantizationParametersAddDetailsType(builder, self.detailsType)
