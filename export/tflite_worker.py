@@ -183,10 +183,11 @@ def model_digest(model: Any) -> list[object]:
 
     import numpy as np
 
-    def data(index: int) -> str:
-        buffer = model.buffers[index]
+    def data(buffer: Any) -> str:
         raw = b"" if buffer.data is None else np.asarray(buffer.data, dtype=np.uint8).tobytes()
         return hashlib.sha256(raw).hexdigest() + f":{buffer.offset}:{buffer.size}"
+
+    buffers = [data(buffer) for buffer in model.buffers]  # once each: signatures share their weight buffers
 
     digest: list[object] = [
         [(c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version) for c in model.operatorCodes]
@@ -199,7 +200,7 @@ def model_digest(model: Any) -> list[object]:
                 (
                     list(tensor.shape if tensor.shape is not None else []),
                     tensor.type,
-                    data(tensor.buffer),
+                    buffers[tensor.buffer],
                     None if q is None else _quantization_key(q),
                     tensor.isVariable,
                 )
