@@ -2,7 +2,8 @@
 schema-guided judge, with the packaged MiniLM as the EmbedSkill's embedder: the judge answers every schema
 the two libraries ask for; `python -m evals suite` writes a report; the suite runs under pytest and fails
 there when a case misses its pass mark; `evals run --suite` carries the scores to the gate; bad suites are
-refused with one line. The tiny judge's scores are meaningless: the tests check mechanics and ranges."""
+refused with one line. The tiny judge's scores are meaningless: the tests check how each is made from the judge's
+probabilities and how the report is made from the scores."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Literal
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from evals.__main__ import main
 from evals.judge import JudgeConfig, LocalJudge
@@ -84,9 +85,60 @@ def test_judge_answers_every_schema_of_both_libraries(merged_tiny: Path) -> None
     ):
         answer = judge.structured("Judge the answer 'refer the child' against the context.", schema)
         assert isinstance(answer, schema)
-    score = judge.structured("Rate 0-10.", ReasonScore).score
-    assert 0.0 <= score <= 10.0  # G-Eval: probability-weighted mean over the scores 0..10
-    assert judge.structured("ok?", AnswerRelevanceOutput).noncommittal in (0, 1)
+
+
+class _Rating(BaseModel):
+    score: float  # no bounds, no description: deepeval's 0-10 scale
+
+
+class _Verdict(BaseModel):
+    noncommittal: int = Field(description="1 if the answer is evasive, 0 if it is committal")
+
+
+def _continuations(judge: LocalJudge, prompt: str, pieces: list[str], options: list[str]) -> list[float]:
+    """Log-likelihood of each option after the judge's prompt and the JSON written so far, each from one full
+    forward pass over the whole sequence (the decoder under test extends one KV cache piece by piece)."""
+    import torch
+
+    tokenizer = judge._tokenizer
+    instruction = f"{prompt}\n\nAnswer with one JSON object only."
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+    )
+
+    def ids(piece: str) -> list[int]:
+        return list(tokenizer(piece, add_special_tokens=False)["input_ids"])
+
+    prefix = [i for piece in [text, *pieces] for i in ids(piece)]
+    scores = []
+    for option in options:
+        tail = ids(option)
+        with torch.no_grad():
+            logits = judge._model(input_ids=torch.tensor([prefix + tail])).logits[0].float()
+        logp = torch.log_softmax(logits[len(prefix) - 1 : -1], -1)
+        scores.append(float(sum(logp[i, t] for i, t in enumerate(tail))))
+    return scores
+
+
+def test_a_score_is_the_probability_weighted_mean_and_a_verdict_the_likelier_value(merged_tiny: Path) -> None:
+    """G-Eval's score is the mean of 0..10 weighted by the judge's probabilities of each (not its likeliest
+    digit), and a 0-or-1 verdict is the likelier of the two; both recomputed here from full forward passes."""
+    import torch
+
+    judge = LocalJudge(JudgeConfig(model=str(merged_tiny)))
+    assert judge._tokenizer.chat_template
+    prompt = "Rate the answer 'refer the child' from 0 to 10."
+    scores = _continuations(judge, prompt, ["{", '"score": '], [str(v) for v in range(11)])
+    weights = torch.softmax(torch.tensor(scores), -1).tolist()
+    expected = sum(w * v for w, v in zip(weights, range(11), strict=True))
+    score = judge.structured(prompt, _Rating).score
+    assert score == pytest.approx(expected, abs=1e-4)
+    likeliest = max(range(11), key=lambda v: scores[v])
+    assert abs(score - likeliest) > 1e-3  # the tiny judge is unsure: a weighted mean, not the argmax digit
+
+    prompt = "Is the answer 'maybe' noncommittal?"
+    verdicts = _continuations(judge, prompt, ["{", '"noncommittal": '], ["0", "1"])
+    assert judge.structured(prompt, _Verdict).noncommittal == max((0, 1), key=lambda v: verdicts[v])
 
 
 def test_suite_cli_writes_a_report_with_all_four_metrics(merged_tiny: Path, tmp_path: Path) -> None:
@@ -101,11 +153,21 @@ def test_suite_cli_writes_a_report_with_all_four_metrics(merged_tiny: Path, tmp_
     assert len(report["cases"]) == 2
     for case in report["cases"]:
         assert len(case["retrieved"]) == 2 and case["audit_id"]
-        for name in ("appropriateness", "hallucination", "faithfulness"):
-            assert case["scores"][name] is None or 0.0 <= case["scores"][name] <= 1.0
-        assert case["scores"]["answer_relevancy"] is None or -1.0 <= case["scores"]["answer_relevancy"] <= 1.0
-    summary = report["summary"]["hallucination"]
-    assert summary["higher_is_better"] is False and summary["n"] == 2
+    # each metric's summary is made of its cases: the mean of the defined scores, the undefined counted, and
+    # each case's pass mark read the metric's way (hallucination passes at or below its threshold)
+    for name, summary in report["summary"].items():
+        scores = [case["scores"][name] for case in report["cases"]]
+        defined = [s for s in scores if s is not None]
+        assert summary["n"] == 2 and summary["n_undefined"] == scores.count(None)
+        assert summary["mean"] == (pytest.approx(sum(defined) / len(defined)) if defined else None)
+        for case, value in zip(report["cases"], scores, strict=True):
+            higher = name != "hallucination"
+            mark = False if value is None else (value >= 0.5 if higher else value <= 0.5)
+            assert case["passed"][name] is mark, (name, value)  # an undefined score never passes
+        passes = [case["passed"][name] for case in report["cases"]]
+        assert summary["pass_rate"] == sum(passes) / 2
+    assert report["summary"]["hallucination"]["higher_is_better"] is False
+    assert report["summary"]["appropriateness"]["higher_is_better"] is True
 
 
 def _pytest_suite(suite: Path, model: Path) -> subprocess.CompletedProcess[str]:

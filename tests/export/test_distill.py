@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from export.__main__ import main
+from export.distill import DistillConfig, _agreement
 from hai_tools.manifest import verify_artifact
+from hai_tools.registry import open_registry
+from hai_tools.registry.datasets import load_registered
 from tests.conftest import measured_only
 
 
@@ -40,8 +44,71 @@ def test_student_distilled_with_provenance_and_agreement(
     manifest = verify_artifact(out, kind="distilled_model")
     assert manifest.config["kl"] == kl
     assert [i.kind for i in manifest.inputs] == ["merged_model", "dataset"]
-    assert 0.0 <= manifest.metrics["greedy_token_agreement"] <= 1.0
     assert manifest.metrics["student_parameters"] < manifest.metrics["teacher_parameters"]
+    # the agreement recorded is the saved student's with its teacher, on the held-out prompts
+    teacher, student, tokenizer, prompts = _held_out(merged_tiny, out)
+    again = _agreement(teacher, student, tokenizer, prompts, DistillConfig().eval_new_tokens)
+    assert manifest.metrics["greedy_token_agreement"] == pytest.approx(again["greedy_token_agreement"])
+    assert manifest.metrics["first_line_agreement"] == pytest.approx(again["first_line_agreement"])
+    assert manifest.metrics["heldout_prompts"] == again["heldout_prompts"] == DistillConfig().eval_prompts
+
+
+def _held_out(teacher_dir: Path, student_dir: Path) -> tuple[Any, Any, Any, list[Any]]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, splits = load_registered(open_registry(), DistillConfig().dataset)
+    held_out = splits.get("test") or splits.get("validation") or splits["train"]
+    prompts = [held_out[i]["prompt"] for i in range(DistillConfig().eval_prompts)]
+    models = [
+        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
+        for folder in (teacher_dir, student_dir)
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    if tokenizer.pad_token is None:  # as distillation loads them
+        tokenizer.pad_token = tokenizer.eos_token
+    return models[0], models[1], tokenizer, prompts
+
+
+def test_agreement_is_whole_for_the_teacher_itself_and_counts_each_matching_token(
+    merged_tiny: Path, demo_dataset: str
+) -> None:
+    """The agreement measure on its own: the teacher against itself agrees on every token and first line; against
+    a copy whose (tied) embedding is nudged, it is the share of positions where the two greedy continuations hold
+    the same token, recounted here from each model's own `generate`, so a prompt that differs in one token of
+    eight costs one eighth of that prompt, not all of it."""
+    import torch
+
+    teacher, student, tokenizer, prompts = _held_out(merged_tiny, merged_tiny)
+    same = _agreement(teacher, student, tokenizer, prompts, 8)
+    assert same == {
+        "greedy_token_agreement": 1.0,
+        "first_line_agreement": 1.0,
+        "heldout_prompts": len(prompts),
+    }
+    with torch.no_grad():
+        head = student.get_output_embeddings().weight
+        noise = torch.randn(head.shape, generator=torch.Generator().manual_seed(0))
+        head.add_(0.3 * head.std() * noise)
+    matches, total = [], 0
+    for prompt in prompts:
+        batch = tokenizer.apply_chat_template(
+            list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        start = batch["input_ids"].shape[1]
+        with torch.no_grad():
+            a, b = (
+                m.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)[
+                    0, start:
+                ].tolist()
+                for m in (teacher, student)
+            )
+        matches.append(sum(x == y for x, y in zip(a, b, strict=False)))
+        total += len(a)
+    assert any(0 < m < 8 for m in matches), matches  # the nudge changes some tokens of a prompt, not all
+    other = _agreement(teacher, student, tokenizer, prompts, 8)
+    assert other["greedy_token_agreement"] == pytest.approx(sum(matches) / total)
+    assert other["greedy_token_agreement"] < 1.0
 
 
 def test_distilled_student_tflite_decodes_like_pytorch(

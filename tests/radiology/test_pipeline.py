@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from evals.__main__ import main as evals_main
 from export.__main__ import main as export_main
@@ -82,7 +83,15 @@ def test_prep_train_merge_eval_gate(
     capsys.readouterr()
     assert evals_main(["gate", str(report), "--policy", str(policy)]) == 1
     assert f"FAIL  {band_key} >= 1.01" in capsys.readouterr().out
-    assert metrics["rop_auc"]["value"] is None or 0 <= metrics["rop_auc"]["value"] <= 1
+    # the ROP AUC is that of the report's own predictions (sklearn's, recomputed): undefined with one class
+    rop = [row for row in data["predictions"] if row["task"] == "rop"]
+    labels = [int(row["label"]) for row in rop]
+    assert rop and metrics["rop_auc"]["n"] == len(rop)
+    if len(set(labels)) == 2:
+        expected = roc_auc_score(labels, [row["p_yes"] for row in rop])
+        assert metrics["rop_auc"]["value"] == pytest.approx(expected)
+    else:
+        assert metrics["rop_auc"]["value"] is None
     assert verify_artifact(report, kind="eval_report").inputs[0].kind == "merged_model"
     # the seed's targets: a random tiny model must fail, each failing check listed
     assert evals_main(["gate", str(report), "--policy", str(ROOT / "configs/gate_radiology.yaml")]) == 1
