@@ -105,21 +105,26 @@ class LocalJudge:
             return _GuidedDecode(self, prompt, schema).run()
 
 
+def judge_prompt_text(tokenizer: Any, prompt: str) -> str:
+    """The text the judge's answer continues: the prompt asking for one JSON object, in the chat template."""
+    instruction = f"{prompt}\n\nAnswer with one JSON object only."
+    if tokenizer.chat_template:
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+            )
+        )
+    return instruction + "\n"
+
+
 class _GuidedDecode:
     def __init__(self, judge: LocalJudge, prompt: str, schema: type[BaseModel]) -> None:
         self.judge, self.schema = judge, schema
         self.json_schema = schema.model_json_schema()
-        tokenizer = judge._tokenizer
-        instruction = f"{prompt}\n\nAnswer with one JSON object only."
-        if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-            )
-        else:
-            text = instruction + "\n"
+        text = judge_prompt_text(judge._tokenizer, prompt)
         self.cache: Any = None
         self.logits: Any = None
-        self._feed(tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0].tolist())
+        self._feed(self._ids(text))
 
     def _feed(self, ids: list[int]) -> None:
         import torch

@@ -89,6 +89,23 @@ def _student(teacher: Any, config: StudentConfig, seed: int) -> Any:
     return Gemma3ForCausalLM(student_config)
 
 
+def teacher_tokenizer(teacher_dir: Path) -> Any:
+    """The teacher's tokenizer, padding with end-of-sequence where it has no pad token (as student and teacher
+    generate with it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def held_out_prompts(splits: Any, n: int) -> list[Any]:
+    """The prompts agreement is measured on: the first n of the test split, else validation, else train."""
+    held_out = splits.get("test") or splits.get("validation") or splits["train"]
+    return [held_out[i]["prompt"] for i in range(min(n, len(held_out)))]
+
+
 def _agreement(
     teacher: Any, student: Any, tokenizer: Any, prompts: list[Any], new_tokens: int
 ) -> dict[str, float]:
@@ -121,16 +138,13 @@ def _agreement(
 
 def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoModelForCausalLM, set_seed
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     teacher_manifest = verify_artifact(Path(teacher_dir))
     record, splits = load_registered(open_registry(), config.dataset)
-    held_out = splits.get("test") or splits.get("validation") or splits["train"]
     set_seed(config.seed, deterministic=True)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = teacher_tokenizer(teacher_dir)
     teacher = AutoModelForCausalLM.from_pretrained(
         teacher_dir, dtype=torch.float32, attn_implementation="eager"
     )
@@ -167,7 +181,7 @@ def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
     seconds = time.monotonic() - started
     trained: Any = trainer.model
     student = trained.eval()
-    prompts = [held_out[i]["prompt"] for i in range(min(config.eval_prompts, len(held_out)))]
+    prompts = held_out_prompts(splits, config.eval_prompts)
     metrics: dict[str, Any] = {
         "distill_loss": float(result.training_loss),
         **_agreement(teacher, student, tokenizer, prompts, config.eval_new_tokens),

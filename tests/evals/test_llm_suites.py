@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from evals.__main__ import main
-from evals.judge import JudgeConfig, LocalJudge
+from evals.judge import JudgeConfig, LocalJudge, judge_prompt_text
 from hai_tools.manifest import verify_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,10 +101,7 @@ def _continuations(judge: LocalJudge, prompt: str, pieces: list[str], options: l
     import torch
 
     tokenizer = judge._tokenizer
-    instruction = f"{prompt}\n\nAnswer with one JSON object only."
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-    )
+    text = judge_prompt_text(tokenizer, prompt)
 
     def ids(piece: str) -> list[int]:
         return list(tokenizer(piece, add_special_tokens=False)["input_ids"])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from export.__main__ import main
-from export.distill import DistillConfig, _agreement
+from export.distill import DistillConfig, _agreement, held_out_prompts, teacher_tokenizer
 from hai_tools.manifest import verify_artifact
 from hai_tools.registry import open_registry
 from hai_tools.registry.datasets import load_registered
@@ -54,20 +54,17 @@ def test_student_distilled_with_provenance_and_agreement(
 
 
 def _held_out(teacher_dir: Path, student_dir: Path) -> tuple[Any, Any, Any, list[Any]]:
+    """Teacher and student loaded as distillation loads them, with its tokenizer and held-out prompts."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     _, splits = load_registered(open_registry(), DistillConfig().dataset)
-    held_out = splits.get("test") or splits.get("validation") or splits["train"]
-    prompts = [held_out[i]["prompt"] for i in range(DistillConfig().eval_prompts)]
     models = [
         AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
         for folder in (teacher_dir, student_dir)
     ]
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    if tokenizer.pad_token is None:  # as distillation loads them
-        tokenizer.pad_token = tokenizer.eos_token
-    return models[0], models[1], tokenizer, prompts
+    prompts = held_out_prompts(splits, DistillConfig().eval_prompts)
+    return models[0], models[1], teacher_tokenizer(teacher_dir), prompts
 
 
 def test_agreement_is_whole_for_the_teacher_itself_and_counts_each_matching_token(
