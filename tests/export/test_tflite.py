@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from export.__main__ import main
+from export.tflite import EMBEDDER_GATES
 from hai_tools.litert import TFLiteModel, embed_tflite
 from hai_tools.manifest import verify_artifact
 
@@ -238,3 +239,20 @@ def test_the_edge_embedder_stores_positions_and_quantization_once_and_a_changed_
     assert found["quantization_per_signature"] > 500_000
     assert found["naive"] - found["size"] >= 3 * found["quantization_per_signature"], found
     assert found["refused"] == "int8.tflite: the compacted model reads back different from the converted one"
+
+
+def test_a_conversion_whose_fp32_variant_fails_parity_fails_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real MiniLM conversion and parity measurement, held to a cosine no float model can reach (the fp32
+    gate raised above 1): the conversion fails with one line naming the variant and its figure, and no output
+    folder is left. The int8 variant is skipped: the fp32 gate alone decides."""
+    monkeypatch.setitem(EMBEDDER_GATES, "fp32", 1.01)
+    out = tmp_path / "o"
+    assert (
+        main(["tflite", "--embedder", "embedded:all-minilm-l6-v2", "--output_dir", str(out), "--no_int8"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "TFLite embedder fp32 fails parity (min cosine " in err and "< 1.01); nothing written" in err
+    assert list(tmp_path.iterdir()) == []
