@@ -6,6 +6,7 @@ reasons). The vision tower is checked to be untouched by training."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -23,8 +24,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def pedirad(tmp_path_factory: pytest.TempPathFactory, hai_home: Path) -> str:
+    """The drawn images with their splits given, not assigned from the per-run pseudonym salt: the train split holds
+    patients MRN-000 to MRN-008, so its ROP rows (images 1, 4, ..., 16) hold both labels on every run."""
     base = tmp_path_factory.mktemp("pedirad")
     raw = make_raw(base / "raw")
+    with (raw / "labels.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        number = int(row["patient_id"].removeprefix("MRN-"))
+        row["split"] = "train" if number <= 8 else "validation" if number <= 10 else "test"
+    make_raw(raw, rows)
     args = ["data", "prepare-radiology", "--raw_dir", str(raw), "--output_dir", str(base / "prepared")]
     args += ["--image_size", "48", "--register", "pedirad-tiny@1", "--deid-attestation", "test: synthetic"]
     assert trainer_main(args) == 0
@@ -83,15 +92,14 @@ def test_prep_train_merge_eval_gate(
     capsys.readouterr()
     assert evals_main(["gate", str(report), "--policy", str(policy)]) == 1
     assert f"FAIL  {band_key} >= 1.01" in capsys.readouterr().out
-    # the ROP AUC is that of the report's own predictions (sklearn's, recomputed): undefined with one class
+    # the ROP AUC is that of the report's own predictions (sklearn's, recomputed); not 0.5, so a reversed score
+    # (1 - AUC) would show
     rop = [row for row in data["predictions"] if row["task"] == "rop"]
     labels = [int(row["label"]) for row in rop]
-    assert rop and metrics["rop_auc"]["n"] == len(rop)
-    if len(set(labels)) == 2:
-        expected = roc_auc_score(labels, [row["p_yes"] for row in rop])
-        assert metrics["rop_auc"]["value"] == pytest.approx(expected)
-    else:
-        assert metrics["rop_auc"]["value"] is None
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1] and metrics["rop_auc"]["n"] == len(rop)
+    expected = roc_auc_score(labels, [row["p_yes"] for row in rop])
+    assert expected != pytest.approx(0.5)
+    assert metrics["rop_auc"]["value"] == pytest.approx(expected)
     assert verify_artifact(report, kind="eval_report").inputs[0].kind == "merged_model"
     # the seed's targets: a random tiny model must fail, each failing check listed
     assert evals_main(["gate", str(report), "--policy", str(ROOT / "configs/gate_radiology.yaml")]) == 1
