@@ -230,7 +230,9 @@ def train_dp(
     n = len(rows)
     delta = resolve_delta(config, n)
     batch = config.per_device_train_batch_size
-    sample_rate = batch / n
+    # the rate Opacus' Poisson sampler draws with and its accountant charges: one over the loader's batches per
+    # epoch, below batch / n when n is not a multiple of the batch (the noise is calibrated at this rate)
+    sample_rate = 1 / math.ceil(n / batch)
     steps = (
         config.max_steps if config.max_steps > 0 else max(1, math.ceil(config.num_train_epochs * n / batch))
     )
