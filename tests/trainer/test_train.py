@@ -53,6 +53,31 @@ def _logits(model_dir: Path, adapter: Path | None, text: str) -> torch.Tensor:
         return model(**tokenizer(text, return_tensors="pt")).logits
 
 
+def _completion_loss(model_dir: Path, adapter: Path, records: int) -> float:
+    """Token-mean cross-entropy over the completion tokens of the first `records` validation records."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hai_tools.registry import open_registry
+    from hai_tools.registry.datasets import load_registered
+
+    _, splits = load_registered(open_registry(), "demo-screening@2")
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
+    total = count = 0.0
+    for record in splits["validation"].select(range(records)):
+        prompt = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, return_dict=True)
+        full = tokenizer.apply_chat_template(record["prompt"] + record["completion"], return_dict=True)
+        ids = torch.tensor([full["input_ids"][:192]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1]
+        start = len(prompt["input_ids"]) - 1  # the first completion token is predicted at the prompt's last
+        target = ids[0, 1:]
+        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")[start:]
+        total, count = total + float(losses.sum()), count + len(losses)
+    return total / count
+
+
 def test_lora_adapter_with_verified_provenance(
     tiny_model_dir: Path, demo_dataset: str, tmp_path: Path
 ) -> None:
@@ -69,7 +94,10 @@ def test_lora_adapter_with_verified_provenance(
     assert manifest.inputs[0].name == demo_dataset
     assert manifest.config["lora_r"] == 8 and manifest.seeds["seed"] == 42
     assert {"torch", "transformers", "peft", "trl"} <= set(manifest.library_versions)
-    assert manifest.metrics["eval_loss"] > 0 and manifest.metrics["global_step"] == 4
+    assert manifest.metrics["global_step"] == 4
+    # the eval loss recorded is the saved adapter's mean completion-token loss on the first 4 validation records
+    # (`max_eval_samples`), recomputed here outside TRL: chat-template tokens, prompt tokens unscored
+    assert manifest.metrics["eval_loss"] == pytest.approx(_completion_loss(tiny_model_dir, out, 4), rel=1e-4)
     assert manifest.extra["vllm_servable_unmerged"] is True
     card = (out / "README.md").read_text()
     assert card.startswith("---\nbase_model: ") and "Clinician review required" in card
