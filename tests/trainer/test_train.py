@@ -54,27 +54,26 @@ def _logits(model_dir: Path, adapter: Path | None, text: str) -> torch.Tensor:
 
 
 def _completion_loss(model_dir: Path, adapter: Path, records: int) -> float:
-    """Token-mean cross-entropy over the completion tokens of the first `records` validation records."""
+    """Token-mean cross-entropy over the completion tokens of the first `records` validation records, tokenized by
+    the project's one completion-only tokenization (`trainer.dp._tokenize`, which the train-overhead bench scores
+    with), not by TRL's."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hai_tools.registry import open_registry
     from hai_tools.registry.datasets import load_registered
+    from trainer.dp import _tokenize
 
     _, splits = load_registered(open_registry(), "demo-screening@2")
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter).eval()
     total = count = 0.0
-    for record in splits["validation"].select(range(records)):
-        prompt = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, return_dict=True)
-        full = tokenizer.apply_chat_template(record["prompt"] + record["completion"], return_dict=True)
-        ids = torch.tensor([full["input_ids"][:192]])
+    for ids, labels in _tokenize(splits["validation"].select(range(records)), tokenizer, 192):
         with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, :-1]
-        start = len(prompt["input_ids"]) - 1  # the first completion token is predicted at the prompt's last
-        target = ids[0, 1:]
-        losses = torch.nn.functional.cross_entropy(logits, target, reduction="none")[start:]
-        total, count = total + float(losses.sum()), count + len(losses)
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        target = torch.tensor(labels[1:])
+        total += float(torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum"))
+        count += int((target != -100).sum())
     return total / count
 
 
