@@ -20,18 +20,52 @@ def merged(merged_tiny: Path) -> Path:
     return merged_tiny
 
 
-def test_merged_model_matches_base_plus_adapter(merged: Path, tiny_adapter: Path) -> None:
+def _logits(folder: Path, dtype: Any, adapter: Path | None = None) -> tuple[list[Any], list[Any] | None]:
+    """Parity-prompt logits of the model stored in `folder` (with `adapter` on it: and without it), loaded
+    from disk here, apart from the merge."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from export.parity import causal_logits, encode_prompts
+
+    batches = encode_prompts(AutoTokenizer.from_pretrained(folder))
+    model: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    if adapter is None:
+        return causal_logits(model, batches), None
+    model = PeftModel.from_pretrained(model, str(adapter))
+    with model.disable_adapter():
+        plain = causal_logits(model, batches)
+    return causal_logits(model, batches), plain
+
+
+def test_merged_model_matches_base_plus_adapter(
+    merged: Path, tiny_adapter: Path, tiny_model_dir: Path
+) -> None:
+    """Every parity figure the manifest records is recomputed here from the files on disk: the stored merged
+    model against a fresh load of base + adapter, in float64 and in bfloat16, and the adapter's own effect."""
+    from export.parity import max_abs_diff, top1_agreement
+
     manifest = verify_artifact(merged, kind="merged_model")
-    assert manifest.metrics["parity_max_abs_logit_diff"] <= 1e-4
-    assert manifest.metrics["adapter_effect_max_abs_logit_diff"] > 1e-9  # the adapter did change the base
+    figures = manifest.metrics
+    assert manifest.config["parity_dtype"] == "float64" and manifest.config["merge_tolerance"] == 1e-5
+    expected, base = _logits(tiny_model_dir, torch.float64, tiny_adapter)
+    assert base is not None
+    stored, _ = _logits(merged, torch.float64)
+    assert figures["parity_max_abs_logit_diff"] == pytest.approx(max_abs_diff(expected, stored), abs=1e-12)
+    assert figures["adapter_effect_max_abs_logit_diff"] == pytest.approx(
+        max_abs_diff(expected, base), rel=1e-9
+    )
+    assert figures["parity_max_abs_logit"] == pytest.approx(
+        max(float(t.abs().max()) for t in expected), rel=1e-9
+    )
     # the merge itself (float64, before storage) is reported apart from the stored model's figure, which adds
-    # the rounding of the weights to float32; the logits' size says what that rounding can reach
-    # (on the tiny model: 0.0 before storage, 1e-7 stored)
-    assert manifest.metrics["parity_merge_max_abs_logit_diff"] < manifest.metrics["parity_max_abs_logit_diff"]
-    assert manifest.config["merge_tolerance"] == 1e-5 and manifest.metrics["parity_max_abs_logit"] > 0
-    # bfloat16 is reported beside: computed in bfloat16 (it cannot match float64 to the last bit)
-    assert manifest.metrics["parity_bf16_max_abs_logit_diff"] > manifest.metrics["parity_max_abs_logit_diff"]
-    assert "parity_bf16_top1_agreement" in manifest.metrics
+    # the rounding of the weights to float32 (on the tiny model: 0.0 before storage, 1e-7 stored)
+    assert figures["parity_merge_max_abs_logit_diff"] < figures["parity_max_abs_logit_diff"]
+    # bfloat16 is reported beside, from the same two loads in bfloat16
+    expected16, _ = _logits(tiny_model_dir, torch.bfloat16, tiny_adapter)
+    stored16, _ = _logits(merged, torch.bfloat16)
+    assert figures["parity_bf16_max_abs_logit_diff"] == max_abs_diff(expected16, stored16)
+    assert figures["parity_bf16_top1_agreement"] == top1_agreement(expected16, stored16)
     assert manifest.input("adapter").hash == verify_artifact(tiny_adapter).content_hash
     assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja"} <= set(
         manifest.files
