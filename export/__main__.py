@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     dist.add_argument("--max_length", type=int, default=192)
     dist.add_argument("--hidden_size", type=int, default=128)
     dist.add_argument("--num_hidden_layers", type=int, default=2)
+    dist.add_argument(
+        "--min_kl_reduction",
+        type=float,
+        default=0.05,
+        help="refuse a student whose held-out KL to the teacher fell by less than this share of its initial KL",
+    )
     dist.add_argument("--seed", type=int, default=42)
     verify = sub.add_parser("verify", help="recheck every hash in an artifact's manifest chain")
     verify.add_argument("path", type=Path)
@@ -203,19 +209,27 @@ def _main(argv: list[str]) -> int:
         )
         print(f"tflite {kind}: {out}")
     elif args.action == "distill":
-        from export.distill import DistillConfig, StudentConfig, distill
+        from pydantic import ValidationError
 
-        student = StudentConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers)
-        config = DistillConfig(
-            dataset=args.dataset,
-            kl=args.kl,
-            max_steps=args.max_steps,
-            learning_rate=args.learning_rate,
-            per_device_train_batch_size=args.per_device_train_batch_size,
-            max_length=args.max_length,
-            seed=args.seed,
-            student=student,
-        )
+        from export.distill import DistillConfig, StudentConfig, distill
+        from hai_tools.errors import ConfigError
+
+        try:
+            student = StudentConfig(hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers)
+            config = DistillConfig(
+                dataset=args.dataset,
+                kl=args.kl,
+                max_steps=args.max_steps,
+                learning_rate=args.learning_rate,
+                per_device_train_batch_size=args.per_device_train_batch_size,
+                max_length=args.max_length,
+                min_kl_reduction=args.min_kl_reduction,
+                seed=args.seed,
+                student=student,
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"--{error['loc'][-1]} {error['input']}: {error['msg']}") from None
         out = distill(args.teacher, args.output_dir, config)
         print(f"student: {out}")
     else:

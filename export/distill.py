@@ -2,6 +2,10 @@
 TRL's GKD trainer run off-policy (lmbda=0): forward KL (beta=0) or reverse KL (beta=1) on teacher logits over
 the completion tokens of a registered dataset. Then `export tflite --causal_lm` on the student.
 
+The divergence the run minimises is measured on held-out prompts before and after training (teacher-forced on the
+teacher's greedy continuations); a run that leaves the student no closer to its teacher (by `min_kl_reduction`)
+is refused and writes nothing.
+
     python -m export distill out/merged/screening-lora --output_dir out/students/screening --max_steps 20
 """
 
@@ -15,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hai_tools.errors import HaiError
 from hai_tools.manifest import (
     ArtifactInput,
     Manifest,
@@ -30,6 +35,10 @@ from hai_tools.settings import runs_dir
 
 log = logging.getLogger("export")
 LIBRARIES = ("torch", "transformers", "trl", "datasets", "hai-tools")
+
+
+class StudentNotCloser(HaiError):
+    """Distillation left the student no closer to its teacher on the held-out prompts than its initialisation."""
 
 
 class StudentConfig(BaseModel):
@@ -58,6 +67,7 @@ class DistillConfig(BaseModel):
     max_train_samples: int | None = Field(None, ge=1)
     eval_prompts: int = Field(8, ge=1)
     eval_new_tokens: int = Field(16, ge=1)
+    min_kl_reduction: float = Field(0.05, ge=0, lt=1)
     seed: int = 42
     student: StudentConfig = Field(default_factory=StudentConfig)
 
@@ -106,24 +116,43 @@ def held_out_prompts(splits: Any, n: int) -> list[Any]:
     return [held_out[i]["prompt"] for i in range(min(n, len(held_out)))]
 
 
-def _agreement(
-    teacher: Any, student: Any, tokenizer: Any, prompts: list[Any], new_tokens: int
-) -> dict[str, float]:
-    """Greedy continuations of held-out prompts: share of identical tokens, and of identical first lines."""
+def teacher_targets(
+    teacher: Any, tokenizer: Any, prompts: list[Any], new_tokens: int
+) -> list[tuple[Any, int]]:
+    """Each held-out prompt followed by the teacher's greedy continuation, and where the continuation starts."""
     import torch
 
-    same_tokens = total = same_first_line = 0
+    targets = []
     for prompt in prompts:
         batch = tokenizer.apply_chat_template(
             list(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         with torch.no_grad():
-            outs = [
-                m.generate(
-                    **batch, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )[0, batch["input_ids"].shape[1] :].tolist()
-                for m in (teacher, student)
-            ]
+            ids = teacher.generate(
+                **batch, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        targets.append((ids, batch["input_ids"].shape[1]))
+    return targets
+
+
+def agreement(
+    targets: list[tuple[Any, int]], student: Any, tokenizer: Any, new_tokens: int
+) -> dict[str, float]:
+    """The student's greedy continuations against the teacher's in `targets` (see `teacher_targets`)."""
+    import torch
+
+    same_tokens = total = same_first_line = 0
+    for ids, start in targets:
+        prompt = ids[:, :start]
+        with torch.no_grad():
+            mine = student.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )[0, start:].tolist()
+        outs = [ids[0, start:].tolist(), mine]
         n = min(len(outs[0]), len(outs[1]))
         same_tokens += sum(int(a == b) for a, b in zip(outs[0][:n], outs[1][:n], strict=True))
         total += max(len(outs[0]), 1)
@@ -131,9 +160,27 @@ def _agreement(
         same_first_line += int(lines[0] == lines[1])
     return {
         "greedy_token_agreement": same_tokens / max(total, 1),
-        "first_line_agreement": same_first_line / len(prompts),
-        "heldout_prompts": len(prompts),
+        "first_line_agreement": same_first_line / len(targets),
+        "heldout_prompts": len(targets),
     }
+
+
+def heldout_kl(teacher: Any, student: Any, targets: list[tuple[Any, int]], kl: str) -> float:
+    """Mean per-token divergence of the student from the teacher over the teacher's continuations (temperature 1):
+    KL(teacher || student) for forward distillation, KL(student || teacher) for reverse, the one the run minimises."""
+    import torch
+
+    total, positions = 0.0, 0
+    for ids, start in targets:
+        with torch.no_grad():
+            t, s = (
+                torch.log_softmax(m(input_ids=ids).logits[0, start - 1 : -1].double(), dim=-1)
+                for m in (teacher, student)
+            )
+        p, q = (t, s) if kl == "forward" else (s, t)
+        total += float((p.exp() * (p - q)).sum())
+        positions += p.shape[0]
+    return total / max(positions, 1)
 
 
 def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
@@ -149,6 +196,9 @@ def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
         teacher_dir, dtype=torch.float32, attn_implementation="eager"
     )
     student = _student(teacher, config.student, config.seed)
+    prompts = held_out_prompts(splits, config.eval_prompts)
+    targets = teacher_targets(teacher.eval(), tokenizer, prompts, config.eval_new_tokens)
+    kl_at_init = heldout_kl(teacher, student.eval(), targets, config.kl)
     run_dir = runs_dir() / f"distill-{Path(output_dir).name}"
     args = GKDConfig(
         output_dir=str(run_dir),
@@ -181,10 +231,18 @@ def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
     seconds = time.monotonic() - started
     trained: Any = trainer.model
     student = trained.eval()
-    prompts = held_out_prompts(splits, config.eval_prompts)
+    kl_trained = heldout_kl(teacher, student, targets, config.kl)
+    if not kl_trained <= (1 - config.min_kl_reduction) * kl_at_init:
+        raise StudentNotCloser(
+            f"distillation left the student no closer to its teacher: held-out {config.kl} KL {kl_at_init:.4g} at "
+            f"initialisation, {kl_trained:.4g} after {config.max_steps} steps ({1 - kl_trained / kl_at_init:.1%} "
+            f"lower, floor {config.min_kl_reduction:.0%}); nothing written"
+        )
     metrics: dict[str, Any] = {
         "distill_loss": float(result.training_loss),
-        **_agreement(teacher, student, tokenizer, prompts, config.eval_new_tokens),
+        "heldout_kl_at_init": kl_at_init,
+        "heldout_kl": kl_trained,
+        **agreement(targets, student, tokenizer, config.eval_new_tokens),
         "student_parameters": sum(p.numel() for p in student.parameters()),
         "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
     }

@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from export.__main__ import main
-from export.distill import DistillConfig, _agreement, held_out_prompts, teacher_tokenizer
+from export.distill import (
+    DistillConfig,
+    StudentConfig,
+    _student,
+    agreement,
+    held_out_prompts,
+    heldout_kl,
+    teacher_targets,
+    teacher_tokenizer,
+)
 from hai_tools.manifest import verify_artifact
 from hai_tools.registry import open_registry
 from hai_tools.registry.datasets import load_registered
@@ -47,10 +56,36 @@ def test_student_distilled_with_provenance_and_agreement(
     assert manifest.metrics["student_parameters"] < manifest.metrics["teacher_parameters"]
     # the agreement recorded is the saved student's with its teacher, on the held-out prompts
     teacher, student, tokenizer, prompts = _held_out(merged_tiny, out)
-    again = _agreement(teacher, student, tokenizer, prompts, DistillConfig().eval_new_tokens)
+    targets = teacher_targets(teacher, tokenizer, prompts, DistillConfig().eval_new_tokens)
+    again = agreement(targets, student, tokenizer, DistillConfig().eval_new_tokens)
     assert manifest.metrics["greedy_token_agreement"] == pytest.approx(again["greedy_token_agreement"])
     assert manifest.metrics["first_line_agreement"] == pytest.approx(again["first_line_agreement"])
     assert manifest.metrics["heldout_prompts"] == again["heldout_prompts"] == DistillConfig().eval_prompts
+    # and so is the divergence the run minimised, of the saved student and of its initialisation (same seed)
+    init = _student(teacher, StudentConfig(hidden_size=32, num_hidden_layers=1), DistillConfig().seed).eval()
+    assert manifest.metrics["heldout_kl"] == pytest.approx(
+        heldout_kl(teacher, student, targets, kl), rel=1e-5
+    )
+    assert manifest.metrics["heldout_kl_at_init"] == pytest.approx(
+        heldout_kl(teacher, init, targets, kl), rel=1e-5
+    )
+
+
+def test_a_student_distillation_did_not_move_is_refused_and_nothing_is_written(
+    merged_tiny: Path, demo_dataset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A learning rate too small to move the student: its held-out KL to the teacher stays where initialisation
+    left it, and the run is refused rather than written as a student of that teacher."""
+    out = tmp_path / "student"
+    args = ["distill", str(merged_tiny), "--output_dir", str(out), "--max_steps", "2", "--hidden_size", "32"]
+    args += ["--num_hidden_layers", "1", "--max_length", "128", "--learning_rate", "1e-9"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "distillation left the student no closer to its teacher: held-out forward KL " in err
+    assert "(0.0% lower, floor 5%); nothing written" in err
+    assert not out.exists()
+    assert main([*args[:-2], "--min_kl_reduction", "1.5"]) == 2
+    assert "--min_kl_reduction 1.5: Input should be less than 1" in capsys.readouterr().err
 
 
 def _held_out(teacher_dir: Path, student_dir: Path) -> tuple[Any, Any, Any, list[Any]]:
@@ -77,7 +112,7 @@ def test_agreement_is_whole_for_the_teacher_itself_and_counts_each_matching_toke
     import torch
 
     teacher, student, tokenizer, prompts = _held_out(merged_tiny, merged_tiny)
-    same = _agreement(teacher, student, tokenizer, prompts, 8)
+    same = agreement(teacher_targets(teacher, tokenizer, prompts, 8), student, tokenizer, 8)
     assert same == {
         "greedy_token_agreement": 1.0,
         "first_line_agreement": 1.0,
@@ -103,7 +138,7 @@ def test_agreement_is_whole_for_the_teacher_itself_and_counts_each_matching_toke
         matches.append(sum(x == y for x, y in zip(a, b, strict=False)))
         total += len(a)
     assert any(0 < m < 8 for m in matches), matches  # the nudge changes some tokens of a prompt, not all
-    other = _agreement(teacher, student, tokenizer, prompts, 8)
+    other = agreement(teacher_targets(teacher, tokenizer, prompts, 8), student, tokenizer, 8)
     assert other["greedy_token_agreement"] == pytest.approx(sum(matches) / total)
     assert other["greedy_token_agreement"] < 1.0
 
