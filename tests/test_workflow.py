@@ -442,6 +442,10 @@ def test_erasing_a_case_keeps_every_chain_verifying(setup: dict[str, Any], tmp_p
     thread = setup["threads"]["edit"]
     service = _service(setup)
     before = service.verify()
+    from hai_tools.audit import audit_key, verify_audit_log
+
+    log = Path(env["HAI_AUDIT_LOG"])
+    audit_head = verify_audit_log(log, audit_key(log))
     out = _cli(env, "erase", thread).stdout
     assert "patient data erased" in out
     after = service.verify()
@@ -466,7 +470,6 @@ def test_erasing_a_case_keeps_every_chain_verifying(setup: dict[str, Any], tmp_p
         with pytest.raises(DecryptionFailed):
             decrypt(key, blob, f"key:{thread}".encode(), "erased key")
     assert db.execute("SELECT count(*) FROM case_data WHERE thread_id = ?", (thread,)).fetchone()[0] == 0
-    from hai_tools.audit import audit_key, verify_audit_log
-
-    log = Path(env["HAI_AUDIT_LOG"])
-    assert verify_audit_log(log, audit_key(log))[0] > 0
+    # the tool-call audit log is left as it was: same head, every line still verifying up to it
+    assert verify_audit_log(log, audit_key(log), expect_head=f"{audit_head[0]}:{audit_head[1]}") == audit_head
+    assert audit_head[0] == len(log.read_text().splitlines()) > 0
