@@ -38,7 +38,7 @@ def test_every_workflow_command_is_a_makefile_target() -> None:
 
 def test_a_refused_release_fails_the_workflow_build_but_not_the_demo(tmp_path: Path) -> None:
     """demo-release on a report the lenient gate refuses: `make` exits 0 and says so; with
-    REQUIRE_RELEASE=1 (the workflow) it exits non-zero. Dry-run on the shell recipe, with the gate stubbed
+    REQUIRE_RELEASE=1 (the workflow) it exits 2, make's code for a failed recipe. Dry-run on the shell recipe, with the gate stubbed
     by `false` through PY (mock: the gate's own exits are tested in tests/evals/test_gate_evidence.py)."""
     stub = tmp_path / "py"
     stub.write_text("#!/bin/sh\nexit 1\n")
@@ -49,5 +49,5 @@ def test_a_refused_release_fails_the_workflow_build_but_not_the_demo(tmp_path: P
     build = subprocess.run(
         [*common, "demo-release", "REQUIRE_RELEASE=1"], cwd=ROOT, capture_output=True, text=True
     )
-    assert build.returncode != 0 and "the demo adapter is not released" in build.stdout
+    assert build.returncode == 2 and "the demo adapter is not released" in build.stdout
     assert not (tmp_path / "out" / "releases").exists()
