@@ -102,7 +102,11 @@ def test_a_training_run_logs_to_the_local_sqlite_store_by_default(
     assert len(runs) == 1
     run = runs[0]
     assert run.data.params["hai.lora_r"] == str(manifest.config["lora_r"])
-    assert "loss" in run.data.metrics or "train_loss" in run.data.metrics  # transformers' callback, per step
+    # transformers' callback: the loss at every logging step (1 of 2), and the run's training loss their mean
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2]
+    assert run.data.metrics["train_loss"] == pytest.approx(sum(m.value for m in losses) / 2, rel=1e-6)
+    assert run.data.metrics["final.train_loss"] == pytest.approx(manifest.metrics["train_loss"])
     assert run.data.metrics["final.eval_loss"] == pytest.approx(manifest.metrics["eval_loss"])
     assert run.data.tags["hai.dataset_hash"] == manifest.inputs[0].hash
     assert run.info.status == "FINISHED"
