@@ -58,7 +58,7 @@ def test_cached_candidates_equal_full_passes_on_short_and_window_long_prompts(
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     text = " ".join(["the child walks without holding on"] * words)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"][: 1 if words == 1 else None]
-    assert len(prompt) == 1 or len(prompt) > 128
+    assert len(prompt) == 1 if words == 1 else len(prompt) > 128
     answers = candidate_ids(tokenizer, ["Label: refer", "Label: monitor", "Label: on-track", "x"])
     scores = continuation_logprobs(model, {"input_ids": prompt}, answers)
     expected = [_manual(model, prompt, a) for a in answers]

@@ -104,8 +104,10 @@ def test_every_tool_and_resource_end_to_end(
     assert abs(sum(screen["probabilities"].values()) - 1) < 1e-4
     abstain = out["abstain"].structured_content
     assert abstain["abstained"] is True and abstain["answer"] is None and abstain["backend"] is None
-    assert json.loads(out["manifest"].contents[0].text)["kind"] == "merged_model"
-    assert "Clinician review" in out["card"].contents[0].text or out["card"].contents[0].text
+    # the release's own card and manifest, as stored
+    assert out["manifest"].contents[0].text == (merged_tiny / "manifest.json").read_text()
+    assert out["card"].contents[0].text == (merged_tiny / "README.md").read_text()
+    assert "The adapter `tiny-lora` (sha256:" in out["card"].contents[0].text
 
     audit = [json.loads(line) for line in Path(server_env["HAI_AUDIT_LOG"]).read_text().splitlines()]
     assert {"embed", "reason", "screen"} <= {entry["tool"] for entry in audit}
