@@ -212,6 +212,7 @@ def _main(argv: list[str]) -> int:
         from pydantic import ValidationError
 
         from export.distill import DistillConfig, StudentConfig, distill
+        from hai_tools.config_file import first_error
         from hai_tools.errors import ConfigError
 
         try:
@@ -228,8 +229,7 @@ def _main(argv: list[str]) -> int:
                 student=student,
             )
         except ValidationError as exc:
-            error = exc.errors()[0]
-            raise ConfigError(f"--{error['loc'][-1]} {error['input']}: {error['msg']}") from None
+            raise ConfigError(f"distill option {first_error(exc)}") from None
         out = distill(args.teacher, args.output_dir, config)
         print(f"student: {out}")
     else:

@@ -85,7 +85,7 @@ def test_a_student_distillation_did_not_move_is_refused_and_nothing_is_written(
     assert "(0.0% lower, floor 5%); nothing written" in err
     assert not out.exists()
     assert main([*args[:-2], "--min_kl_reduction", "1.5"]) == 2
-    assert "--min_kl_reduction 1.5: Input should be less than 1" in capsys.readouterr().err
+    assert "distill option min_kl_reduction: Input should be less than 1" in capsys.readouterr().err
 
 
 def _held_out(teacher_dir: Path, student_dir: Path) -> tuple[Any, Any, Any, list[Any]]:
