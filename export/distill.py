@@ -233,10 +233,11 @@ def distill(teacher_dir: Path, output_dir: Path, config: DistillConfig) -> Path:
     student = trained.eval()
     kl_trained = heldout_kl(teacher, student, targets, config.kl)
     if not kl_trained <= (1 - config.min_kl_reduction) * kl_at_init:
+        lower = 1 - kl_trained / kl_at_init if kl_at_init > 0 else 0.0
         raise StudentNotCloser(
             f"distillation left the student no closer to its teacher: held-out {config.kl} KL {kl_at_init:.4g} at "
-            f"initialisation, {kl_trained:.4g} after {config.max_steps} steps ({1 - kl_trained / kl_at_init:.1%} "
-            f"lower, floor {config.min_kl_reduction:.0%}); nothing written"
+            f"initialisation, {kl_trained:.4g} after {config.max_steps} steps ({lower:.1%} lower, floor "
+            f"{config.min_kl_reduction * 100:g}%); nothing written"
         )
     metrics: dict[str, Any] = {
         "distill_loss": float(result.training_loss),
