@@ -1,5 +1,7 @@
 """ONNX exports with parity in onnxruntime: the sentence embedder (mean-pooled, L2-normalised output) and the
 causal LM (logits). Dynamic batch and sequence axes; an explicit attention mask input (Gemma 3 needs one).
+The embedder keeps the window of every other backend (`EMBED_MAX_TOKENS`): its saved tokenizer truncates there,
+and parity covers a text longer than the window. An export whose parity misses its tolerance writes nothing.
 
     python -m export onnx --embedder embedded:all-minilm-l6-v2 --output_dir out/onnx/minilm
     python -m export onnx --causal_lm out/merged/screening-lora --output_dir out/onnx/screening-lora
@@ -16,6 +18,7 @@ import numpy as np
 
 from export.merge import ParityError
 from export.parity import PARITY_PROMPTS
+from hai_tools.errors import ConfigError
 from hai_tools.manifest import (
     Manifest,
     atomic_folder,
@@ -23,7 +26,7 @@ from hai_tools.manifest import (
     library_versions,
     write_manifest,
 )
-from hai_tools.models import BaseModelRef, check_architecture, resolve_base_model
+from hai_tools.models import EMBED_MAX_TOKENS, BaseModelRef, check_architecture, resolve_base_model
 
 log = logging.getLogger("export")
 
@@ -41,6 +44,11 @@ EMBED_LONG = " ".join(
     f"Visit {i}: the caregiver reports new words, steadier walking, and better sleep since the last visit."
     for i in range(1, 13)
 )
+
+
+def embed_parity_texts() -> tuple[str, ...]:
+    """The embedder's ONNX parity texts: the fixed sentences and one longer than the window."""
+    return (*EMBED_SENTENCES, EMBED_LONG)
 
 
 class MeanPooledEmbedder:
@@ -126,6 +134,8 @@ def export_onnx(model_id: str, output_dir: Path, kind: str, tolerance: float | N
     import torch
     from transformers import AutoTokenizer
 
+    if tolerance is not None and not tolerance >= 0:
+        raise ConfigError(f"--tolerance {tolerance:g}: give a max abs difference >= 0")
     base: BaseModelRef = resolve_base_model(model_id)
     model_dir = Path(base.path)
     check_architecture(model_dir, "causal_lm" if kind == "causal_lm" else "encoder")
@@ -133,15 +143,18 @@ def export_onnx(model_id: str, output_dir: Path, kind: str, tolerance: float | N
     started = time.monotonic()
     if kind == "embedder":
         module = MeanPooledEmbedder.build(model_dir)
-        batch = dict(tokenizer(list(EMBED_SENTENCES), padding=True, return_tensors="pt"))
-        output, tolerance = "sentence_embedding", tolerance or 1e-4
+        tokenizer.model_max_length = EMBED_MAX_TOKENS  # saved with the model: its users truncate where we do
+        batch = dict(
+            tokenizer(list(embed_parity_texts()), padding=True, truncation=True, return_tensors="pt")
+        )
+        output, tolerance = "sentence_embedding", 1e-4 if tolerance is None else tolerance
     else:
         module = CausalLMLogits.build(model_dir)
         texts = list(PARITY_PROMPTS[:2])
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
-        output, tolerance = "logits", tolerance or 1e-3
+        output, tolerance = "logits", 1e-3 if tolerance is None else tolerance
     batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
     with torch.no_grad():
         reference = module(**batch).float().numpy()
@@ -181,6 +194,7 @@ def export_onnx(model_id: str, output_dir: Path, kind: str, tolerance: float | N
                     "opset": "dynamo default",
                     "dynamic_axes": ["batch", "sequence"],
                     "tolerance": tolerance,
+                    **({"max_tokens": EMBED_MAX_TOKENS} if kind == "embedder" else {}),
                 },
                 code_version=code_version(),
                 library_versions=library_versions(LIBRARIES),

@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from evals.__main__ import main as evals_main
 from export.__main__ import main as export_main
+from export.parity import max_abs_diff
 from hai_tools.manifest import verify_artifact
 from tests.radiology.test_prepare import make_raw
 from trainer.__main__ import main as trainer_main
@@ -57,6 +59,31 @@ def _train(tiny_vlm: Path, dataset: str, out: Path, method: str) -> Path:
     return out
 
 
+def _text_logits(
+    folder: Path, tokenizer_dir: Path, adapter: Path | None = None
+) -> tuple[list[Any], list[Any]]:
+    """Parity-prompt logits (float64) of the image-text model in `folder`, with `adapter` on it and without it,
+    loaded from disk here, apart from the merge; the prompts tokenized as the merge does (the adapter's
+    processor)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from export.parity import causal_logits, encode_prompts
+    from hai_tools.models import gemma_chat_template
+
+    tokenizer = AutoProcessor.from_pretrained(tokenizer_dir).tokenizer
+    tokenizer.chat_template = tokenizer.chat_template or gemma_chat_template()
+    batches = encode_prompts(tokenizer)
+    model: Any = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    if adapter is None:
+        return causal_logits(model.to(torch.float64), batches), []
+    model = PeftModel.from_pretrained(model, str(adapter)).to(torch.float64)
+    with model.disable_adapter():
+        plain = causal_logits(model, batches)
+    return causal_logits(model, batches), plain
+
+
 def test_prep_train_merge_eval_gate(
     tiny_vlm: Path, pedirad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -71,7 +98,15 @@ def test_prep_train_merge_eval_gate(
     merged = tmp_path / "merged"
     assert export_main(["merge", str(adapter), "--output_dir", str(merged)]) == 0
     merged_manifest = verify_artifact(merged, kind="merged_model")
-    assert merged_manifest.metrics["parity_max_abs_logit_diff"] <= 1e-4
+    # the recorded parity recomputed from the files: the stored merged model against a fresh load of the base
+    # with the adapter, both in float64 on the export's text prompts, and the adapter's own effect beside it
+    expected, plain = _text_logits(tiny_vlm, adapter, adapter)
+    stored, _ = _text_logits(merged, adapter)
+    figures = merged_manifest.metrics
+    assert figures["parity_max_abs_logit_diff"] == pytest.approx(max_abs_diff(expected, stored), abs=1e-12)
+    assert figures["adapter_effect_max_abs_logit_diff"] == pytest.approx(
+        max_abs_diff(expected, plain), rel=1e-9
+    )
     base_vision = load_file(str(tiny_vlm / "model.safetensors"))
     merged_weights = load_file(str(merged / "model.safetensors"))
     vision = [k for k in base_vision if "vision_tower" in k]
