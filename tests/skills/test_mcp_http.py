@@ -104,13 +104,26 @@ def test_wrong_or_missing_token_is_refused(server_url: str, token: str | None) -
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )
     assert response.status_code == 401
+    # The SDK's client surfaces a 401 as a generic MCPError: what it received is recorded on its HTTP client, so
+    # the test knows the refusal came from the server's 401 (not, say, a server that was down)
+    statuses: list[int] = []
+
+    async def record(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
 
     async def body() -> None:
-        async with _client(server_url, token) as client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        http = httpx2.AsyncClient(
+            headers=headers, timeout=httpx2.Timeout(120), event_hooks={"response": [record]}
+        )
+        async with Client(streamable_http_client(f"{server_url}/mcp", http_client=http)) as client:
             await client.list_tools()
 
-    with pytest.raises(BaseException):  # noqa: B017 - the SDK surfaces the 401 as a connection failure
+    with pytest.RaisesGroup(
+        pytest.RaisesGroup(pytest.RaisesExc(MCPError, match="^Server returned an error response$"))
+    ):
         asyncio.run(body())
+    assert statuses and set(statuses) == {401}, statuses  # every request it made was refused
 
 
 def test_health_ready_and_rest_screening(server_url: str) -> None:
