@@ -93,3 +93,52 @@ def test_an_edge_embedder_with_another_window_is_refused(tmp_path: Path) -> None
     with pytest.raises(ConversionError, match="the embedder's window is 128 tokens on every backend"):
         export_tflite("embedded:all-minilm-l6-v2", tmp_path / "edge", "embedder", seq_len=256)
     assert not (tmp_path / "edge").exists()
+
+
+def test_a_prompt_the_on_device_cache_cannot_hold_is_refused_typed(tiny_lm_tflite: Path) -> None:
+    """The edge reasoner's KV cache bounds prompt + answer. A prompt one token short of the cache is answered with
+    one generated token, but refused for the screening choice, which must fit the longest label after it; a longer
+    prompt is refused for both. Each refusal is a typed RequestRejected naming both sizes (the failover hands it
+    to the caller and never counts it against the backend), and the backend keeps answering."""
+    from transformers import AutoTokenizer
+
+    from hai_tools.demo_data import LABEL_CHOICES
+    from hai_tools.likelihood import candidate_ids
+    from skills.backends.base import RequestRejected
+    from skills.backends.tflite import TFLiteBackend
+
+    edge = TFLiteBackend(reasoner_dir=str(tiny_lm_tflite))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_tflite)
+    cache = 128  # the fixture's --seq_len
+
+    def messages(words: int) -> list[dict[str, str]]:
+        return [{"role": "user", "content": " ".join(["fever"] * words)}]
+
+    def length(words: int) -> int:
+        return len(
+            tokenizer.apply_chat_template(
+                messages(words), add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+
+    words = next(n for n in range(1, cache) if length(n) == cache - 1)
+    labels = list(LABEL_CHOICES)
+    assert max(map(len, candidate_ids(tokenizer, labels))) > 1  # the choice needs more room than one token
+
+    async def calls() -> tuple[str, dict[str, float]]:
+        answer = await edge.generate(messages(words), max_new_tokens=8)  # room for one token
+        with pytest.raises(
+            RequestRejected, match=rf"^prompt of {cache - 1} tokens exceeds the on-device cache \({cache}\)$"
+        ):
+            await edge.choose(messages(words), labels)
+        longer = next(n for n in range(words, 2 * cache) if length(n) > cache)
+        refused = rf"^prompt of {length(longer)} tokens exceeds the on-device cache \({cache}\)$"
+        with pytest.raises(RequestRejected, match=refused):
+            await edge.generate(messages(longer), max_new_tokens=8)
+        with pytest.raises(RequestRejected, match=refused):
+            await edge.choose(messages(longer), labels)
+        return answer, await edge.choose(messages(3), labels)
+
+    answer, probabilities = asyncio.run(calls())
+    assert len(tokenizer(answer, add_special_tokens=False)["input_ids"]) <= 1
+    assert set(probabilities) == set(labels) and abs(sum(probabilities.values()) - 1) < 1e-4
