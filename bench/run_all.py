@@ -33,6 +33,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
     full: dict[str, tuple[list[str], list[Path]]] = {
         "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "stateless"], []),
         "mcp_profile": (["bench/mcp_profile.py"], []),
+        "cold_start": (["bench/cold_start.py"], []),
         "load": (["bench/load.py"], []),
         "embed_batching": (["bench/embed_batching.py"], []),
         "generate_batching": (["bench/generate_batching.py"], []),
@@ -48,6 +49,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
     short = {
         "mcp_overhead": ["--calls", "5"],
         "mcp_profile": ["--calls", "20"],
+        "cold_start": ["--repeats", "1"],
         "load": ["--clients", "3", "--seconds", "3"],
         "embed_batching": ["--calls", "16", "--callers", "4", "--repeats", "1"],
         "generate_batching": ["--callers", "3", "--tokens", "4", "--repeats", "1"],

@@ -34,6 +34,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         ),
         (["bench/mcp_profile.py", "--calls", "20"], "mcp SDK: streamable-HTTP transport"),
         (["bench/load.py", "--clients", "3", "--seconds", "3"], "lost=0 "),
+        (["bench/cold_start.py", "--repeats", "1"], "ours tools/list: p50="),
         (["bench/model_load.py", "--quick"], "p50="),
     ],
     ids=[
@@ -45,6 +46,7 @@ def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
         "mcp_overhead_stateless",
         "mcp_profile",
         "load",
+        "cold_start",
         "model_load",
     ],
 )
