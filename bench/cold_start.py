@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -41,63 +40,26 @@ def echo(text: str) -> str:
 
 server.run()
 """
-INIT = {
-    "protocolVersion": "2025-06-18",
-    "capabilities": {},
-    "clientInfo": {"name": "cold-start", "version": "0"},
-}
 
 
-async def _request(
-    process: asyncio.subprocess.Process, ident: int, method: str, params: dict[str, object]
-) -> None:
-    """One JSON-RPC request line; returns once its answer (a result) has arrived."""
-    assert process.stdin is not None and process.stdout is not None
-    process.stdin.write(
-        json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode() + b"\n"
-    )
-    await process.stdin.drain()
-    while True:  # skip notifications (log messages)
-        line = await process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the server exited before answering {method}")
-        answer = json.loads(line)
-        if answer.get("id") == ident:
-            if "result" not in answer or answer["result"].get("isError"):
-                raise RuntimeError(f"{method} failed: {str(answer)[:300]}")
-            return
+async def one_start(command: list[str], call: tuple[str, dict[str, object]]) -> dict[str, float]:
+    """Seconds from process start to each answer, through mcp_overhead.py's raw stdio client (JSON-RPC lines on
+    the server's pipes, no MCP library)."""
+    from mcp_overhead import RawStdioClient  # bench/mcp_overhead.py
 
-
-async def one_start(command: list[str], call: tuple[str, dict[str, object]] | None) -> dict[str, float]:
-    """Seconds from process start to each answer."""
+    client = RawStdioClient(command)
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        limit=1 << 24,
-    )
     times: dict[str, float] = {}
     try:
-        await _request(process, 1, "initialize", INIT)
+        await client.start()  # initialize, then notifications/initialized
         times["initialize"] = time.perf_counter() - started
-        assert process.stdin is not None
-        process.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
-        await _request(process, 2, "tools/list", {})
+        await client.request("tools/list", {})
         times["tools/list"] = time.perf_counter() - started
-        if call is not None:
-            await _request(process, 3, "tools/call", {"name": call[0], "arguments": call[1]})
-            times[f"first {call[0]}"] = time.perf_counter() - started
+        await client.call_tool(*call)
+        times[f"first {call[0]}"] = time.perf_counter() - started
     finally:
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), timeout=30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if hasattr(client, "process"):
+            await client.close()
     return times
 
 
