@@ -87,9 +87,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy hai_tools trainer skills export evals governance mcp_server.py
 
-# quick mode for CI (about 25 minutes on 2 cores); test-full adds the release-build checks (marked `full`).
-# Both print the ten slowest tests at the end.
-PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider --durations=10
+# quick mode for CI: pytest fails the run past 25 minutes of its own wall time (tests/suite_budget.py);
+# test-full adds the release-build checks (marked `full`). Both print the ten slowest tests at the end.
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 
 test: lint tflite-env agents-env node-env browser-env mlflow-env postgres-env
 	$(PYTEST)

@@ -25,6 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytest_plugins = ["tests.suite_budget"]  # the ten slowest, and the quick mode's 25-minute budget enforced
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="also run the release-build checks marked `full`")

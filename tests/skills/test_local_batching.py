@@ -56,22 +56,36 @@ def test_concurrent_generation_is_batched_and_gives_the_same_text(merged_tiny: P
 
 def test_embeddings_do_not_wait_for_the_shared_worker_threads() -> None:
     """Generations waiting for the model hold the event loop's shared worker threads; an embedding must not queue
-    behind them (under 200 clients it waited a minute). Here 40 one-second jobs hold every shared worker for
-    several seconds and an embedding still answers at once, on the embedder's own thread (it waited 29.8 s with
-    5-second jobs before it had one)."""
-    import time
+    behind them (under 200 clients it waited a minute). Here 40 jobs hold every shared worker until the test lets
+    them go, and the embedding still answers first, on the embedder's own thread: were it queued behind them it
+    could only answer after they were let go."""
+    import threading
 
-    async def scenario() -> float:
+    async def scenario() -> tuple[bool, int]:
         backend = LocalBackend(reasoner=None, embedder="embedded:all-minilm-l6-v2")
         await asyncio.to_thread(backend.load)
         await backend.embed(["warm"])
-        blockers = [asyncio.create_task(asyncio.to_thread(time.sleep, 1)) for _ in range(40)]
-        await asyncio.sleep(0.2)  # every shared worker is now asleep
-        started = time.monotonic()
-        await backend.embed(["Caregiver reports the child walks without holding on."])
-        took = time.monotonic() - started
-        await asyncio.gather(*blockers)
-        return took
+        release = threading.Event()
+        started = threading.Semaphore(0)
 
-    took = asyncio.run(scenario())
-    assert took < 1.0, f"the embedding waited {took:.1f} s for a shared worker thread"
+        def hold() -> None:
+            started.release()
+            release.wait(120)
+
+        blockers = [asyncio.create_task(asyncio.to_thread(hold)) for _ in range(40)]
+        await asyncio.sleep(0)  # the jobs are submitted; the default executor has fewer workers than 40
+        busy = 0
+        while started.acquire(timeout=0.5):  # every shared worker has taken a job and holds it
+            busy += 1
+        embedding = asyncio.create_task(
+            backend.embed(["Caregiver reports the child walks without holding on."])
+        )
+        done, _ = await asyncio.wait({embedding}, timeout=60)
+        answered_while_held = embedding in done and not release.is_set()
+        release.set()
+        await asyncio.gather(*blockers, embedding)
+        return answered_while_held, busy
+
+    answered_while_held, busy = asyncio.run(scenario())
+    assert 0 < busy < 40  # the shared pool was full, with jobs still waiting for a worker
+    assert answered_while_held, "the embedding waited for a shared worker thread"
