@@ -3,6 +3,10 @@ machine and library versions in `bench/results.json`, and a table of them in `do
 need built artifacts (the guard, the TFLite models of `make demo`) are run when those exist and listed as skipped
 otherwise. `--quick` runs each bench in its quick mode (tests: writes to `--output_dir`).
 
+Each row's command is recorded with paths relative to the checkout, and what runs is that recorded command, split
+as a shell splits it, from the checkout: every row reruns as written on any clone (`--out` must therefore lie
+inside the checkout; `make demo` writes `out/`).
+
     .venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--out out] [--output_dir DIR]
 """
 
@@ -14,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -25,11 +30,36 @@ NOTES = "<!-- kept by bench/run_all.py: notes written by hand below -->"
 FIGURE = re.compile(r"\b(ratio|p50|p99|lost|answered|overloaded|throughput)=([-+]?[0-9][0-9.]*)")
 
 
+PYTHON = ".venv/bin/python"  # the project's venv, as `make bench` runs it from the checkout
+
+
+class OutsideCheckout(ValueError):
+    """An artifacts folder outside the checkout: a command naming it would not rerun on another clone."""
+
+
+def relative_out(out: Path) -> Path:
+    """`out` as a path relative to the checkout, or OutsideCheckout."""
+    resolved = (out if out.is_absolute() else ROOT / out).resolve()
+    try:
+        return resolved.relative_to(ROOT)
+    except ValueError:
+        raise OutsideCheckout(
+            f"--out {out}: give a folder inside the checkout ({ROOT}); the commands recorded in "
+            "bench/results.json name it and must rerun from any clone"
+        ) from None
+
+
+def command_of(argv: list[str]) -> str:
+    """The command line recorded for a bench, which is also the one that runs (`shlex.split` of it)."""
+    if any(Path(arg).is_absolute() for arg in argv):
+        raise OutsideCheckout(f"bench arguments name an absolute path: {shlex.join(argv)}")
+    return shlex.join([PYTHON, *argv])
+
+
 def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
-    """name -> (arguments, artifacts it needs)."""
-    edge = ["--embedder_dir", str(out / "edge/minilm")]
-    if (out / "edge/reasoner").exists():  # the on-device reasoner of make demo, when it was built
-        edge += ["--causal_lm_dir", str(out / "edge/reasoner")]
+    """name -> (arguments, artifacts it needs), `out` relative to the checkout."""
+    # make demo builds both edge models (the reasoner only when it agrees with the served model: else skipped)
+    edge = ["--embedder_dir", str(out / "edge/minilm"), "--causal_lm_dir", str(out / "edge/reasoner")]
     full: dict[str, tuple[list[str], list[Path]]] = {
         "mcp_overhead": (["bench/mcp_overhead.py", "--mode", "stateless"], []),
         "mcp_profile": (["bench/mcp_profile.py"], []),
@@ -42,7 +72,7 @@ def benches(out: Path, quick: bool) -> dict[str, tuple[list[str], list[Path]]]:
         "base_verify": (["bench/base_verify.py"], []),
         "bias_audit": (["bench/bias_audit.py"], []),
         "guard_latency": (["bench/guard_latency.py", "--guard", str(out / "guard")], [out / "guard"]),
-        "edge": (["bench/edge.py", *edge], [out / "edge/minilm"]),
+        "edge": (["bench/edge.py", *edge], [out / "edge/minilm", out / "edge/reasoner"]),
     }
     if not quick:
         return full
@@ -114,12 +144,20 @@ def main() -> int:
         help="bench names to run (default: all); the other rows keep their last figures and dates",
     )
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "out", help="where `make demo` wrote its artifacts"
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="where `make demo` wrote its artifacts, inside the checkout (relative to it, or absolute)",
     )
     parser.add_argument(
         "--output_dir", type=Path, default=None, help="default: bench/ and docs/ of this checkout"
     )
     args = parser.parse_args()
+    try:
+        out = relative_out(args.out)
+    except OutsideCheckout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     results: dict[str, object] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -142,7 +180,7 @@ def main() -> int:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     failed = 0
-    for name, (argv, needs) in benches(args.out, args.quick).items():
+    for name, (argv, needs) in benches(out, args.quick).items():
         if args.only and name not in args.only:
             if name in earlier:
                 entry = earlier[name]
@@ -155,8 +193,8 @@ def main() -> int:
                     f"| {where(entry, results)} | `{entry['command']}` |"
                 )
             continue
-        command = " ".join([".venv/bin/python", *argv]).replace(f"{ROOT}/", "")  # as run from the checkout
-        missing = [str(p) for p in needs if not p.exists()]
+        command = command_of(argv)  # as recorded, and as run, from the checkout
+        missing = [str(p) for p in needs if not (ROOT / p).exists()]
         if missing:
             results["benches"][name] = {  # type: ignore[index]
                 "command": command,
@@ -170,7 +208,7 @@ def main() -> int:
             continue
         print(f"{name}: {command}", flush=True)
         started = time.monotonic()
-        done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(shlex.split(command), cwd=ROOT, capture_output=True, text=True)
         seconds = time.monotonic() - started
         figures = [f"{k}={v}" for k, v in FIGURE.findall(done.stdout)]
         entry = {

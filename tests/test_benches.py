@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,8 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
     results.json and the table; a bench whose artifacts are missing is listed as skipped, not silently left out."""
     import json
 
-    args = ["bench/run_all.py", "--quick", "--only", "model_load", "edge", "--out", str(tmp_path / "none")]
+    none = f"out-missing-{tmp_path.name}"  # inside the checkout, and absent: the edge bench is skipped
+    args = ["bench/run_all.py", "--quick", "--only", "model_load", "edge", "--out", none]
     _bench([*args, "--output_dir", str(tmp_path)], server_env)
     results = json.loads((tmp_path / "results.json").read_text())
     model_load = results["benches"]["model_load"]
@@ -96,7 +98,7 @@ def test_make_bench_records_figures_machine_and_skips(tmp_path: Path, server_env
         "<!-- kept by bench/run_all.py: notes written by hand below -->\n## What the figures are\n- a note\n"
     )
     (tmp_path / "benchmarks.md").write_text(table + "\n" + notes)
-    _bench([*args[:3], "edge", "--out", str(tmp_path / "none"), "--output_dir", str(tmp_path)], server_env)
+    _bench([*args[:3], "edge", "--out", none, "--output_dir", str(tmp_path)], server_env)
     kept = json.loads((tmp_path / "results.json").read_text())["benches"]["model_load"]
     assert kept["figures"] == model_load["figures"] and kept["machine"]["cpu"].startswith("AMD EPYC")
     table = (tmp_path / "benchmarks.md").read_text()
@@ -186,3 +188,60 @@ def test_the_raw_http_client_reopens_a_connection_the_server_closed_idle_and_nev
     with pytest.raises(asyncio.IncompleteReadError):
         asyncio.run(run(close_halfway))
     assert len(received) == 1
+
+
+def _run_all() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run_all", ROOT / "bench" / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_recorded_bench_row_reruns_from_the_checkout_as_written() -> None:
+    """Each row of the committed bench/results.json is exactly the command `make bench` runs for it now (so
+    `make bench` reruns every row as recorded), with paths relative to the checkout that exist in it (its
+    script) or that `make demo` writes (out/)."""
+    import json
+    import shlex
+
+    run_all = _run_all()
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    now = run_all.benches(Path("out"), quick=False)
+    assert set(results["benches"]) == set(now)
+    for name, entry in results["benches"].items():
+        assert entry["command"] == run_all.command_of(now[name][0]), name
+        argv = shlex.split(entry["command"])
+        assert argv[0] == ".venv/bin/python" and (ROOT / argv[1]).is_file(), entry["command"]
+        assert not any(Path(arg).is_absolute() for arg in argv), entry["command"]
+        for arg in argv[2:]:
+            assert not arg.startswith(("/", "~")) and "/tmp" not in arg, (name, arg)
+
+
+def test_make_bench_refuses_an_artifacts_folder_outside_the_checkout(tmp_path: Path) -> None:
+    """A row naming /tmp/... would not rerun on another clone: refused before any bench runs, nothing written."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/run_all.py",
+            "--quick",
+            "--out",
+            str(tmp_path / "out"),
+            "--output_dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(
+        f"error: --out {tmp_path / 'out'}: give a folder inside the checkout"
+    )
+    assert list(tmp_path.iterdir()) == []
+    run_all = _run_all()
+    with pytest.raises(run_all.OutsideCheckout, match="absolute path"):
+        run_all.command_of(["bench/edge.py", "--embedder_dir", "/tmp/demo/out/edge/minilm"])
