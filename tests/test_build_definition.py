@@ -34,6 +34,8 @@ def test_every_workflow_command_is_a_makefile_target() -> None:
     assert demo is not None
     workflow_build = {w for run in runs for w in shlex.split(run) if w.startswith("demo-")}
     assert workflow_build == set(demo.group(1).split()), "the workflow must build what make demo builds"
+    # a release build runs the whole suite, the checks marked `full` included, not CI's quick mode
+    assert "make test-full" in runs and "make test" not in runs
 
 
 def test_a_refused_release_fails_the_workflow_build_but_not_the_demo(tmp_path: Path) -> None:
