@@ -136,7 +136,7 @@ demo-eval: install
 	$(PY) -m evals parity $(OUT)/merged/screening-lora --tflite $(OUT)/edge/reasoner --dataset demo-screening@2 \
 	    --limit 100 --output_dir $(OUT)/evals/parity
 	$(PY) -m evals guard $(OUT)/guard --dataset guard@2 --output_dir $(OUT)/evals/guard \
-	    --policy configs/gate_guard.yaml || echo "guard gate: FAILED (figures above; report: $(OUT)/evals/guard/report.html)"
+	    --policy configs/gate_guard.yaml || { echo "guard gate: FAILED: make demo stops here (figures above; report: $(OUT)/evals/guard/report.html)"; exit 1; }
 
 demo-release: install
 	$(PY) -m evals gate $(DEMO_EVAL) --policy configs/gate_strict.yaml \

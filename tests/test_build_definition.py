@@ -53,3 +53,18 @@ def test_a_refused_release_fails_the_workflow_build_but_not_the_demo(tmp_path: P
     )
     assert build.returncode == 2 and "the demo adapter is not released" in build.stdout
     assert not (tmp_path / "out" / "releases").exists()
+
+
+def test_a_failed_guard_gate_stops_the_demo(tmp_path: Path) -> None:
+    """demo-eval with `evals guard` refusing (its gate failed): make stops with exit 2 and says so, for the demo and
+    the workflow alike; every other step succeeds. PY is a stub that fails only the guard's gate (mock: the gate's
+    own exits are tested in tests/test_guard.py)."""
+    stub = tmp_path / "py"
+    stub.write_text(
+        '#!/bin/sh\ncase "$*" in *"evals guard"*) echo "guard gate: refused"; exit 1;; esac\nexit 0\n'
+    )
+    stub.chmod(0o755)
+    common = ["make", "-s", "--no-print-directory", "-o", "install", f"PY={stub}", f"OUT={tmp_path / 'out'}"]
+    done = subprocess.run([*common, "demo-eval"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "guard gate: FAILED: make demo stops here" in done.stdout
