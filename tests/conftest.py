@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.suite_budget import full_mode
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -32,12 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="also run the release-build checks marked `full`")
 
 
-def _full(config: pytest.Config) -> bool:
-    return bool(config.getoption("--full")) or os.environ.get("HAI_TEST_MODE") == "full"
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _full(config):
+    if full_mode(config):
         return
     skip = pytest.mark.skip(reason="release-build check: run with `make test-full` (pytest --full)")
     for item in items:
@@ -48,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def test_mode(pytestconfig: pytest.Config) -> str:
     """'full' for release builds, 'quick' for `make test` and CI."""
-    return "full" if _full(pytestconfig) else "quick"
+    return "full" if full_mode(pytestconfig) else "quick"
 
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]

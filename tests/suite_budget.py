@@ -23,6 +23,11 @@ _spent: dict[str, float] = defaultdict(float)
 _verdict: list[str] = []
 
 
+def full_mode(config: pytest.Config) -> bool:
+    """`make test-full` (`pytest --full` or HAI_TEST_MODE=full): the release-build checks run, no budget applies."""
+    return bool(config.getoption("--full", default=False)) or os.environ.get("HAI_TEST_MODE") == "full"
+
+
 def budget_s(config: pytest.Config) -> float | None:
     """Seconds the run may take, or None where no budget applies (full mode, or 0 given)."""
     given = os.environ.get("HAI_SUITE_BUDGET_S")
@@ -32,8 +37,7 @@ def budget_s(config: pytest.Config) -> float | None:
         except ValueError:
             raise pytest.UsageError(f"HAI_SUITE_BUDGET_S={given!r}: give seconds (0 turns it off)") from None
         return seconds if seconds > 0 else None
-    full = bool(config.getoption("--full", default=False)) or os.environ.get("HAI_TEST_MODE") == "full"
-    return None if full else BUDGET_S
+    return None if full_mode(config) else BUDGET_S
 
 
 def slowest(spent: dict[str, float], count: int = SLOWEST) -> list[tuple[str, float]]:

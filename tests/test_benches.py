@@ -13,6 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _bench_module(name: str) -> Any:
+    """bench/NAME.py loaded as a module (the bench folder is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _bench(args: list[str], env: dict[str, str], timeout: int = 600) -> str:
     done = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -124,12 +135,7 @@ def test_the_train_overhead_bench_runs_quick(
 
 def test_the_eval_loss_verdict_calls_a_gap_outside_the_seed_spread_or_with_every_seed_apart() -> None:
     """bench/train_overhead.py's judge of a speed choice, on the seeds measured on 2026-12-02 (16 steps x 4)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_overhead", ROOT / "bench/train_overhead.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_module("train_overhead")
     trainer, bare, grouped = [0.9071, 0.8296, 0.8817], [0.8689, 0.8875, 0.8957], [0.9091, 0.9329, 0.9075]
     assert bench.loss_gap(trainer, bare) == "-0.0058 (seed spread 0.0775: within noise)"
     # within the spread, yet every grouped seed above every ungrouped one: not noise
@@ -146,13 +152,9 @@ def test_the_raw_http_client_reopens_a_connection_the_server_closed_idle_and_nev
     after each answer, as uvicorn does once a connection idles 5 s (CI failed on the second warm-up pass with
     IncompleteReadError). A server that closes halfway through an answer is an error, not a request to resend."""
     import asyncio
-    import importlib.util
 
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("mcp_overhead", ROOT / "bench/mcp_overhead.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_module("mcp_overhead")
     received: list[bytes] = []
 
     async def close_after_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -190,16 +192,6 @@ def test_the_raw_http_client_reopens_a_connection_the_server_closed_idle_and_nev
     assert len(received) == 1
 
 
-def _run_all() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_run_all", ROOT / "bench" / "run_all.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_recorded_bench_row_reruns_from_the_checkout_as_written() -> None:
     """Each row of the committed bench/results.json is exactly the command `make bench` runs for it now (so
     `make bench` reruns every row as recorded), with paths relative to the checkout that exist in it (its
@@ -207,7 +199,7 @@ def test_every_recorded_bench_row_reruns_from_the_checkout_as_written() -> None:
     import json
     import shlex
 
-    run_all = _run_all()
+    run_all = _bench_module("run_all")
     results = json.loads((ROOT / "bench" / "results.json").read_text())
     now = run_all.benches(Path("out"), quick=False)
     assert set(results["benches"]) == set(now)
@@ -242,6 +234,6 @@ def test_make_bench_refuses_an_artifacts_folder_outside_the_checkout(tmp_path: P
         f"error: --out {tmp_path / 'out'}: give a folder inside the checkout"
     )
     assert list(tmp_path.iterdir()) == []
-    run_all = _run_all()
+    run_all = _bench_module("run_all")
     with pytest.raises(run_all.OutsideCheckout, match="absolute path"):
         run_all.command_of(["bench/edge.py", "--embedder_dir", "/tmp/demo/out/edge/minilm"])

@@ -89,12 +89,15 @@ def _clock_names(tree: ast.AST) -> tuple[set[str], set[str]]:
     clocks: set[str] = set()
     elapsed: set[str] = set()
     assignments = _assignments(tree)
-    for _ in range(4):  # a few rounds: `b = a + 1` after `a = monotonic()`
+    grown = True
+    while grown:  # until nothing new: `b = a + 1` after `a = monotonic()`, in any order in the file
+        before = len(clocks) + len(elapsed)
         for names, value in assignments:
             if _mentions(value, clocks):
                 clocks.update(names)
             if _clock_difference(value, clocks):
                 elapsed.update(names)
+        grown = len(clocks) + len(elapsed) > before
     return clocks, elapsed
 
 

@@ -199,32 +199,41 @@ def _long_generation(local: LocalBackend, tokens: int) -> None:
     local._lm.generation_config.min_new_tokens = tokens
 
 
+def _hold_at_forward(local: LocalBackend, at: int = 5) -> tuple[list[int], threading.Event, threading.Event]:
+    """Count the loaded model's forward passes and hold the `at`-th until `release` is set (60 s at most), so a
+    test orders events around a generation in flight without timing it: (forwards, held, release)."""
+    forwards: list[int] = []
+    held = threading.Event()  # the generation has reached its `at`-th forward pass
+    release = threading.Event()  # the test lets it go on
+
+    def hook(*_: Any) -> None:
+        forwards.append(1)
+        if len(forwards) == at:
+            held.set()
+            release.wait(60)
+
+    local._lm.register_forward_hook(hook)
+    return forwards, held, release
+
+
 def test_a_call_past_its_deadline_releases_its_worker(merged_tiny: Path) -> None:
     """The router's per-attempt timeout fires while the model is mid-generation (held at its 5th forward pass
     by a hook, so the timing cannot race): the abandoned generation stops at its next token and frees the model,
     instead of writing the 900 tokens it was asked for. Counted in forward passes, not seconds."""
-    forwards: list[int] = []
-    held = threading.Event()  # the generation has reached its 5th forward pass
-    release = threading.Event()  # the test lets it go on, once the router has given up
 
-    def hook(*_: Any) -> None:
-        forwards.append(1)
-        if len(forwards) == 5:
-            held.set()
-            release.wait(60)
-
-    async def scenario() -> None:
+    async def scenario() -> list[int]:
         local = LocalBackend(reasoner=str(merged_tiny))
         _long_generation(local, 900)
-        local._lm.register_forward_hook(hook)
+        forwards, _, release = _hold_at_forward(local)
         router = FailoverRouter([local], timeout_s=0.1, deadline_s=0.1)
         with pytest.raises(AllBackendsFailed, match="timed out"):
             await router.call("generate", lambda b: b.generate(MESSAGES, 900))
         release.set()  # the router gave up first; the generation may now take its next step
         assert await asyncio.to_thread(local._lock.acquire, True, 60), "the model was never released"
         local._lock.release()
+        return forwards
 
-    asyncio.run(scenario())
+    forwards = asyncio.run(scenario())
     # stopped at the next token after the timeout (at the held 5th pass, or before it on a slow machine);
     # without the stop it runs all 900
     assert len(forwards) <= 5, len(forwards)
@@ -362,21 +371,13 @@ def test_embeddings_do_not_wait_for_a_running_generation(merged_tiny: Path) -> N
     """The local backend's reasoner and embedder have their own locks: an embed call made while a long
     generation holds the model (kept at its 5th forward pass by a hook until the embedding is back) is
     answered before that generation ends."""
-    held = threading.Event()
-    release = threading.Event()
-    forwards: list[int] = []
-
-    def hook(*_: Any) -> None:
-        forwards.append(1)
-        if len(forwards) == 5:
-            held.set()
-            release.wait(60)  # were the embedding behind the generation's lock, it would wait out these 60 s
 
     async def scenario() -> tuple[bool, bool]:
         local = LocalBackend(reasoner=str(merged_tiny), embedder="embedded:all-minilm-l6-v2")
         _long_generation(local, 600)
         await local.embed(["warm"])
-        local._lm.register_forward_hook(hook)
+        # held until the embedding is back: were it behind the generation's lock, it would wait out the 60 s
+        _, held, release = _hold_at_forward(local)
         generation = asyncio.create_task(local.generate(MESSAGES, 600))
         assert await asyncio.to_thread(held.wait, 60), "the generation never started"
         await local.embed(["fever and rash"])
